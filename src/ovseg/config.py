@@ -1,0 +1,168 @@
+"""Typed configuration: OmegaConf YAML with ``_base_`` inheritance and ``key=value`` overrides.
+
+Every file is merged onto the schema below, so an unknown key or a value of the wrong type is an error
+that names the key and the file, not a silent no-op. ``_base_`` is a path (or list of paths) relative to
+the file that names it; bases are merged first, in order, then the file itself, then ``--opts``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError
+
+
+@dataclass
+class ImageEncoderConfig:
+    type: str = "GroupViT"
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    embed_dim: int = 768
+    embed_factors: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    depths: list[int] = field(default_factory=lambda: [6, 6])
+    num_heads: list[int] = field(default_factory=lambda: [8, 8])
+    num_group_tokens: list[int] = field(default_factory=lambda: [64, 0])
+    num_output_groups: list[int] = field(default_factory=lambda: [8])
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+    patch_norm: bool = False
+    hard_assignment: bool = True
+    gumbel_tau: float = 1.0
+    fixed: bool = False
+
+
+@dataclass
+class TextEncoderConfig:
+    name: str = "bert-base-uncased"  # builtin (bert-base-uncased, roberta-base, minilm-l6), folder or hub id
+    pretrained: bool = False  # load the weights of `name` (False: built from its config; weights from a ckpt)
+    hf_overrides: dict[str, Any] = field(default_factory=dict)  # transformers config fields to change
+    attn_implementation: str = "sdpa"
+    tokenizer: Optional[str] = None  # default: the tokenizer of `name`
+    max_length: int = 77
+    pooling: str = "cls"
+    fixed: bool = False
+
+
+@dataclass
+class EntityDecoderConfig:
+    cross_layers: int = 1
+    num_heads: int = 8
+    mask_padding: bool = False  # the original lets padding tokens take part (False reproduces it)
+
+
+@dataclass
+class ModelConfig:
+    type: str = "OVSegmentor"
+    img_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    output_dim: int = 256
+    proj_num_layers: int = 2
+    proj_inner_dim: int = 4096
+    contrast_temperature: float = 0.07
+    logit_scale_max: float = 100.0
+    use_entityloss: bool = False
+    use_maskloss: bool = False
+    entity_decoder: EntityDecoderConfig = field(default_factory=EntityDecoderConfig)
+    entity_weight: float = 1.0
+    maskloss_weight: float = 0.1
+    cross_threshold: float = 0.6
+    group_ratio: float = 0.5
+    momentum: float = 0.99
+
+
+@dataclass
+class SegConfig:
+    """Zero-shot segmentation harness (spec §4.1); defaults are PASCAL VOC's."""
+
+    dataset: Optional[str] = "voc"
+    bg_thresh: Optional[float] = 0.95  # None: no background class (ADE20K)
+    template: str = "simple"  # simple (1) | subset (7) | full (80) | identity
+    top_k: int = 5
+    mode: str = "slide"  # slide | whole
+    crop_size: int = 448
+    stride: int = 224
+    short_side: int = 448
+    max_long_side: int = 2048
+    batch_crops: int = 8
+
+
+@dataclass
+class EvaluateConfig:
+    seg: SegConfig = field(default_factory=SegConfig)
+
+
+@dataclass
+class OvsegConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    seed: int = 0
+    output: str = "output"
+
+
+def schema() -> DictConfig:
+    return OmegaConf.structured(OvsegConfig)
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
+    """The file merged onto its ``_base_`` chain (no schema yet)."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: _base_ chain loops back to itself")
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as e:  # yaml parse errors come in several types
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(raw, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    bases = raw.pop("_base_", None)
+    bases = [] if bases is None else [bases] if isinstance(bases, str) else list(bases)
+    merged = OmegaConf.create()
+    for base in bases:
+        merged = OmegaConf.merge(merged, _read_yaml(path.parent / base, seen + (path.resolve(),)))
+    return OmegaConf.merge(merged, raw)
+
+
+def merge_checked(base: DictConfig, update: Any, where: str) -> DictConfig:
+    """Merge ``update`` onto a schema-typed ``base``; unknown keys and bad types raise ConfigError."""
+    try:
+        return OmegaConf.merge(base, update)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        msg = str(e).splitlines()[0]
+        raise ConfigError(f"{where}: bad key '{key}': {msg}") from e
+
+
+def load_config(path: str | Path | None = None, opts: list[str] | None = None) -> DictConfig:
+    """Schema defaults ← YAML file (with its ``_base_`` chain) ← ``opts`` (``a.b=value`` strings)."""
+    cfg = schema()
+    if path is not None:
+        cfg = merge_checked(cfg, _read_yaml(Path(path)), str(path))
+    return apply_opts(cfg, opts)
+
+
+def apply_opts(cfg: DictConfig, opts: list[str] | None) -> DictConfig:
+    for opt in opts or []:
+        if "=" not in opt:
+            raise ConfigError(f"--opts: expected key=value, got '{opt}'")
+    if opts:
+        cfg = merge_checked(cfg, OmegaConf.from_dotlist(list(opts)), "--opts")
+    return cfg
+
+
+def config_from_dict(values: dict, where: str = "config") -> DictConfig:
+    """A schema-checked config from plain values (e.g. the JSON stored in an ovseg checkpoint)."""
+    return merge_checked(schema(), OmegaConf.create(values), where)
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)

@@ -1,0 +1,122 @@
+"""OVSegmentor: GroupViT image encoder + transformers text encoder in one 256-d space.
+
+The model only encodes; losses live in ``ovseg.losses`` and inference in ``ovseg.inference``. Outputs are
+typed and the same in training and evaluation (only the grouping's Gumbel noise depends on the mode).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from .entity_decoder import EntityDecoder
+from .grouping import Assignment
+from .heads import ProjectMLP
+from .text import TextEncoder, build_hf_model
+from .vision import GroupViT
+
+
+@dataclass
+class ImageOutput:
+    """image_x (B, D) pooled embedding; image_feat (B, G, D) one per segment; the ``*_before_proj``
+    are the encoder's (B, C) / (B, G, C) tokens; assignments and grid as in ``VisionOutput``."""
+
+    image_x: torch.Tensor
+    image_feat: torch.Tensor
+    image_x_before_proj: torch.Tensor
+    image_feat_before_proj: torch.Tensor
+    assignments: list[Assignment]
+    grid: tuple[int, int]
+
+
+@dataclass
+class TextOutput:
+    """text_x (B, D) projected pooled embedding; text_x_before_proj (B, W); tokens (B, L, W) last layer."""
+
+    text_x: torch.Tensor
+    text_x_before_proj: torch.Tensor
+    tokens: torch.Tensor
+
+
+class OVSegmentor(nn.Module):
+    """Submodule names mirror the official ``MultiLabelContrastive`` state dict."""
+
+    def __init__(self, cfg: DictConfig):
+        super().__init__()
+        self.cfg = cfg
+        ie, te = cfg.img_encoder, cfg.text_encoder
+        self.img_encoder = GroupViT(
+            img_size=ie.img_size, patch_size=ie.patch_size, in_chans=ie.in_chans, embed_dim=ie.embed_dim,
+            embed_factors=list(ie.embed_factors), depths=list(ie.depths), num_heads=list(ie.num_heads),
+            num_group_tokens=list(ie.num_group_tokens), num_output_groups=list(ie.num_output_groups),
+            hard_assignment=ie.hard_assignment, gumbel_tau=ie.gumbel_tau, mlp_ratio=ie.mlp_ratio,
+            qkv_bias=ie.qkv_bias, drop_rate=ie.drop_rate, attn_drop_rate=ie.attn_drop_rate,
+            drop_path_rate=ie.drop_path_rate, patch_norm=ie.patch_norm)
+        transformer = build_hf_model(te.name, te.pretrained, dict(te.hf_overrides), te.attn_implementation)
+        self.text_encoder = TextEncoder(transformer, te.pooling)
+        img_width, text_width = self.img_encoder.num_features, self.text_encoder.width
+        proj = dict(inner_dim=cfg.proj_inner_dim, out_dim=cfg.output_dim, num_layers=cfg.proj_num_layers)
+        self.img_projector = ProjectMLP(img_width, **proj)
+        self.text_projector = ProjectMLP(text_width, **proj)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.contrast_temperature)))
+        if cfg.use_entityloss:
+            ed = cfg.entity_decoder
+            self.multimodal_groupingblock = EntityDecoder(img_width, text_width, ed.cross_layers, ed.num_heads,
+                                                          ed.mask_padding)
+            self.bridge_projector = ProjectMLP(self.multimodal_groupingblock.width, **proj)
+        if cfg.use_maskloss:
+            self.img_encoder_momentum = copy.deepcopy(self.img_encoder).requires_grad_(False)
+        self.set_frozen(ie.fixed, te.fixed)
+
+    def set_frozen(self, image: bool, text: bool) -> None:
+        """Freeze the image and/or text backbone (stage 2 freezes the text encoder, not its projector)."""
+        self.img_encoder.requires_grad_(not image)
+        self.text_encoder.requires_grad_(not text)
+
+    @property
+    def num_groups(self) -> int:
+        return self.cfg.img_encoder.num_output_groups[-1]
+
+    def scale(self) -> torch.Tensor:
+        """The shared logit scale exp(logit_scale), clamped at ``logit_scale_max`` (100)."""
+        return self.logit_scale.exp().clamp(max=self.cfg.logit_scale_max)
+
+    def encode_image(self, images: torch.Tensor, momentum: bool = False) -> ImageOutput:
+        """images (B, 3, H, W) normalised RGB -> ImageOutput; ``momentum`` uses the EMA encoder."""
+        encoder = self.img_encoder_momentum if momentum else self.img_encoder
+        out = encoder(images)
+        return ImageOutput(image_x=self.img_projector(out.pooled), image_feat=self.img_projector(out.tokens),
+                           image_x_before_proj=out.pooled, image_feat_before_proj=out.tokens,
+                           assignments=out.assignments, grid=out.grid)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextOutput:
+        """input_ids/attention_mask (B, L) -> TextOutput."""
+        pooled, tokens = self.text_encoder(input_ids, attention_mask)
+        return TextOutput(text_x=self.text_projector(pooled), text_x_before_proj=pooled, tokens=tokens)
+
+    def decode_entity(self, image_tokens: torch.Tensor, question_tokens: torch.Tensor,
+                      question_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Segment tokens (B, G, C) + masked-caption tokens (B, L, W) -> (decoded tokens (B, L, W'),
+        bridge embedding (B, D) of the [CLS] position)."""
+        decoded = self.multimodal_groupingblock(image_tokens, question_tokens, question_mask)
+        return decoded, self.bridge_projector(decoded[:, 0])
+
+    @torch.no_grad()
+    def momentum_update(self, momentum: float | None = None) -> None:
+        """θ_m ← m·θ_m + (1 − m)·θ over the image encoder's parameters (not buffers)."""
+        m = self.cfg.momentum if momentum is None else momentum
+        online = list(self.img_encoder.parameters())
+        ema = list(self.img_encoder_momentum.parameters())
+        torch._foreach_mul_(ema, m)
+        torch._foreach_add_(ema, online, alpha=1.0 - m)
+
+
+def class_embeddings(text_x: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(N·T, D) projected prompt embeddings, class-major -> (N, D): mean over T templates, L2-normalised."""
+    return F.normalize(text_x.reshape(num_classes, -1, text_x.shape[-1]).mean(dim=1), dim=-1)

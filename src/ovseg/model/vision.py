@@ -1,0 +1,170 @@
+"""GroupViT image encoder as OVSegmentor configures it: a ViT split into grouping stages.
+
+Stage 0 runs ``depths[0]`` blocks over [patches ; group tokens], then a grouping block merges the
+patches into ``num_output_groups[0]`` segment tokens; later stages run over segment tokens only. No CLS
+token. The learned position table is stored 2-D, (num_patches, C), as in the released checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .grouping import Assignment, GroupingBlock
+from .layers import AttnBlock, Mlp
+
+
+@dataclass
+class VisionOutput:
+    """tokens: (B, G, C) segment tokens after the final LayerNorm; pooled: (B, C) their mean;
+    assignments: one per grouping block; grid: the (h, w) patch grid of the input."""
+
+    tokens: torch.Tensor
+    pooled: torch.Tensor
+    assignments: list[Assignment]
+    grid: tuple[int, int]
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches by a strided convolution; sizes that are not multiples of the patch floor."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, norm: bool):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim) if norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = self.proj(x)
+        grid = (x.shape[2], x.shape[3])
+        return self.norm(x.flatten(2).transpose(1, 2)), grid
+
+
+class MixerMlp(Mlp):
+    """An MLP over the token axis of (B, N, C)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class GroupingLayer(nn.Module):
+    """One stage: optional group tokens joined to the input, ``depth`` blocks, optional grouping block."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, num_group_token: int, mlp_ratio: float,
+                 qkv_bias: bool, drop: float, attn_drop: float, drop_path: list[float],
+                 downsample: GroupingBlock | None, group_projector: nn.Module | None):
+        super().__init__()
+        self.num_group_token = num_group_token
+        if num_group_token > 0:
+            self.group_token = nn.Parameter(torch.zeros(1, num_group_token, dim))
+            if group_projector is None:
+                nn.init.trunc_normal_(self.group_token, std=0.02)
+        self.blocks = nn.ModuleList(
+            AttnBlock(dim, num_heads, mlp_ratio, qkv_bias, drop, attn_drop, drop_path[i]) for i in range(depth)
+        )
+        self.downsample = downsample
+        self.group_projector = group_projector
+
+    def forward(self, x: torch.Tensor, prev_group_token: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, Assignment | None]:
+        group_token = None
+        if self.num_group_token > 0:
+            group_token = self.group_token.expand(x.shape[0], -1, -1)
+            if self.group_projector is not None:
+                group_token = group_token + self.group_projector(prev_group_token)
+            x = torch.cat([x, group_token], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        if group_token is not None:
+            x, group_token = x[:, : -self.num_group_token], x[:, -self.num_group_token :]
+        assignment = None
+        if self.downsample is not None:
+            x, assignment = self.downsample(x, group_token)
+        return x, group_token, assignment
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, base_grid: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
+    """(h0·w0, C) table -> (h·w, C) by bicubic interpolation (align_corners=False), row-major."""
+    if grid == base_grid:
+        return pos_embed
+    c = pos_embed.shape[-1]
+    table = pos_embed.reshape(1, *base_grid, c).permute(0, 3, 1, 2)
+    table = F.interpolate(table, size=grid, mode="bicubic", align_corners=False)
+    return table.permute(0, 2, 3, 1).reshape(-1, c)
+
+
+class GroupViT(nn.Module):
+    """Image encoder. Input (B, 3, H, W) normalised RGB; any H, W ≥ patch size (position table resized)."""
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768,
+                 embed_factors: list[float] = (1, 1), depths: list[int] = (6, 6), num_heads: list[int] = (8, 8),
+                 num_group_tokens: list[int] = (64, 0), num_output_groups: list[int] = (8,),
+                 hard_assignment: bool = True, gumbel_tau: float = 1.0, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.1, patch_norm: bool = False):
+        super().__init__()
+        _check_stages(depths, num_heads, num_group_tokens, num_output_groups, embed_factors)
+        self.patch_size = patch_size
+        self.base_grid = (img_size // patch_size, img_size // patch_size)
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, patch_norm)
+        self.pos_embed = nn.Parameter(torch.zeros(self.base_grid[0] * self.base_grid[1], embed_dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.layers = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            dim = int(embed_dim * embed_factors[i])
+            downsample = None
+            if i < len(depths) - 1:
+                downsample = GroupingBlock(dim, int(embed_dim * embed_factors[i + 1]), num_heads[i],
+                                           num_group_tokens[i], num_output_groups[i],
+                                           hard=hard_assignment, gumbel=hard_assignment, gumbel_tau=gumbel_tau)
+            projector = None
+            if i > 0 and num_group_tokens[i] > 0:
+                prev = int(embed_dim * embed_factors[i - 1])
+                projector = nn.Sequential(nn.LayerNorm(prev),
+                                          MixerMlp(num_group_tokens[i - 1], prev // 2, num_group_tokens[i]))
+                if prev != dim:
+                    projector = nn.Sequential(projector, nn.LayerNorm(prev), nn.Linear(prev, dim, bias=False))
+            start = sum(depths[:i])
+            self.layers.append(GroupingLayer(dim, depth, num_heads[i], num_group_tokens[i], mlp_ratio, qkv_bias,
+                                             drop_rate, attn_drop_rate, dpr[start : start + depth],
+                                             downsample, projector))
+        self.num_features = int(embed_dim * embed_factors[-1])
+        self.norm = nn.LayerNorm(self.num_features)
+        self.apply(_init_weights)
+
+    def forward(self, images: torch.Tensor) -> VisionOutput:
+        x, grid = self.patch_embed(images)
+        x = self.pos_drop(x + resize_pos_embed(self.pos_embed, self.base_grid, grid))
+        group_token, assignments = None, []
+        for layer in self.layers:
+            x, group_token, assignment = layer(x, group_token)
+            if assignment is not None:
+                assignments.append(assignment)
+        x = self.norm(x)
+        return VisionOutput(tokens=x, pooled=x.mean(dim=1), assignments=assignments, grid=grid)
+
+
+def _check_stages(depths, num_heads, num_group_tokens, num_output_groups, embed_factors) -> None:
+    n = len(depths)
+    if not (len(num_heads) == len(num_group_tokens) == len(embed_factors) == n):
+        raise ValueError("img_encoder: depths, num_heads, num_group_tokens and embed_factors need one entry per stage")
+    if len(num_output_groups) != n - 1:
+        raise ValueError(f"img_encoder: num_output_groups needs {n - 1} entries (one per grouping block)")
+    if n > 1 and num_group_tokens[0] <= 0:
+        raise ValueError("img_encoder: the first stage needs group tokens (num_group_tokens[0] > 0)")
+
+
+def _init_weights(m: nn.Module) -> None:
+    """GroupViT/DINO init: trunc-normal(0.02) linear weights, zero biases, unit LayerNorms."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
