@@ -84,12 +84,11 @@ def build_hf_model(name: str, pretrained: bool, overrides: dict[str, Any] | None
 @lru_cache(maxsize=8)
 def build_tokenizer(name: str, tokenizer: str | None = None):
     """A fast tokenizer. Uncased WordPiece models use the vocabulary shipped offline with MiniLM."""
-    from transformers import AutoTokenizer, BertTokenizerFast
+    from transformers import AutoTokenizer
 
     source = tokenizer or name
     if source in UNCASED_WORDPIECE:
-        return BertTokenizerFast(vocab_file=str(minilm_dir() / "vocab.txt"), do_lower_case=True,
-                                 model_max_length=512)
+        return AutoTokenizer.from_pretrained(str(minilm_dir()), model_max_length=512)
     try:
         return AutoTokenizer.from_pretrained(_resolve_source(source))
     except OSError as e:

@@ -1,0 +1,121 @@
+"""Sliding-window inference of mmseg 0.18 (``slide_inference``), with the image side computed once.
+
+Windows: crop×crop with the given stride, the last one pushed back inside the image (never padded; an
+image smaller than the crop gives smaller windows). Every window is encoded once (the original encoded
+it twice) and windows are batched. The image part (group maps and embeddings) is kept apart from the
+class part, so that one image can be segmented with many vocabularies at the cost of the text side only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..model import OVSegmentor
+
+Box = tuple[int, int, int, int]  # y1, y2, x1, x2
+
+
+@dataclass
+class ImageEncoding:
+    """One image at the processing scale, split into K windows (G groups, D embedding dims).
+
+    size: (H, W) processed size; boxes: K windows; soft: (K, 1, G, h·w) soft assignment at the patch grid
+    ``grid``; group_maps: (K, h_c, w_c) uint8, argmax group of the bilinearly upsampled soft map;
+    group_emb: (K, G, D) and image_emb: (K, D), L2-normalised.
+    """
+
+    size: tuple[int, int]
+    boxes: list[Box]
+    grid: tuple[int, int]
+    soft: torch.Tensor
+    group_maps: torch.Tensor
+    group_emb: torch.Tensor
+    image_emb: torch.Tensor
+
+
+def slide_boxes(height: int, width: int, crop: int, stride: int) -> list[Box]:
+    """Windows in row-major order, exactly as mmseg 0.18 places them."""
+    rows = max(height - crop + stride - 1, 0) // stride + 1
+    cols = max(width - crop + stride - 1, 0) // stride + 1
+    boxes = []
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * stride + crop, height), min(c * stride + crop, width)
+            boxes.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
+    return boxes
+
+
+def group_maps_from_soft(soft: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """(K, 1, G, h·w) -> (K, H, W) uint8: argmax over groups of the bilinear (align_corners=False) upsample."""
+    k, _, g, _ = soft.shape
+    up = F.interpolate(soft.reshape(k, g, *grid), size=size, mode="bilinear", align_corners=False)
+    return up.argmax(dim=1).to(torch.uint8)
+
+
+@torch.no_grad()
+def encode_windows(model: OVSegmentor, image: torch.Tensor, crop: int = 448, stride: int = 224,
+                   mode: str = "slide", batch: int = 8) -> ImageEncoding:
+    """image (1, 3, H, W) normalised -> ImageEncoding. ``mode='whole'`` encodes the image as one window."""
+    height, width = image.shape[-2:]
+    boxes = slide_boxes(height, width, crop, stride) if mode == "slide" else [(0, height, 0, width)]
+    softs, maps, groups, pooled = [], [], [], []
+    grid = (0, 0)
+    for start in range(0, len(boxes), batch):
+        chunk = boxes[start : start + batch]
+        crops = torch.cat([image[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])
+        out = model.encode_image(crops)
+        soft = out.assignments[-1].soft
+        grid = out.grid
+        softs.append(soft)
+        maps.append(group_maps_from_soft(soft.float(), grid, tuple(crops.shape[-2:])))
+        groups.append(F.normalize(out.image_feat.float(), dim=-1))
+        pooled.append(F.normalize(out.image_x.float(), dim=-1))
+    return ImageEncoding(size=(height, width), boxes=boxes, grid=grid, soft=torch.cat(softs),
+                         group_maps=torch.cat(maps), group_emb=torch.cat(groups), image_emb=torch.cat(pooled))
+
+
+def average_window_logits(enc: ImageEncoding, tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """tables (K, G, C) per-window group→class logits -> (averaged logits (C, H, W), count (H, W))."""
+    height, width = enc.size
+    canvas = tables.new_zeros(height, width, tables.shape[-1])
+    count = torch.zeros(height, width, dtype=torch.int32, device=tables.device)
+    for k, (y1, y2, x1, x2) in enumerate(enc.boxes):
+        canvas[y1:y2, x1:x2] += tables[k][enc.group_maps[k].long()]
+        count[y1:y2, x1:x2] += 1
+    return (canvas / count.unsqueeze(-1)).permute(2, 0, 1), count
+
+
+def _bilinear_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    """(n_out, n_in) weights of torch's bilinear resize along one axis (align_corners=False)."""
+    src = ((torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    frac = src - i0
+    weights = torch.zeros(n_out, n_in, device=device, dtype=torch.float64)
+    rows = torch.arange(n_out, device=device)
+    weights.index_put_((rows, i0), 1 - frac, accumulate=True)
+    weights.index_put_((rows, i1), frac, accumulate=True)
+    return weights.float()
+
+
+def labels_and_scores(logits: torch.Tensor, out_size: tuple[int, int], max_elements: int = 2**26
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, H, W) averaged logits -> bilinear resize to ``out_size``, softmax over C, then
+    (labels (h, w) int64, score (h, w) = max probability). Large outputs go in row bands of bounded size."""
+    c = logits.shape[0]
+    if c * out_size[0] * out_size[1] <= max_elements:
+        probs = F.interpolate(logits[None], size=out_size, mode="bilinear", align_corners=False)[0].softmax(0)
+        score, labels = probs.max(dim=0)
+        return labels, score
+    wy = _bilinear_matrix(logits.shape[1], out_size[0], logits.device)
+    wx = _bilinear_matrix(logits.shape[2], out_size[1], logits.device)
+    band = max(1, max_elements // (c * out_size[1]))
+    labels = torch.empty(out_size, dtype=torch.int64, device=logits.device)
+    score = torch.empty(out_size, dtype=logits.dtype, device=logits.device)
+    for r0 in range(0, out_size[0], band):
+        rows = torch.einsum("oh,chw->cow", wy[r0 : r0 + band], logits) @ wx.t()
+        score[r0 : r0 + band], labels[r0 : r0 + band] = rows.softmax(0).max(dim=0)
+    return labels, score
