@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import collections
 import json
-import re
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from collections.abc import Callable

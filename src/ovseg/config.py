@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -46,7 +46,7 @@ class TextEncoderConfig:
     pretrained: bool = False  # load the weights of `name` (False: built from its config; weights from a ckpt)
     hf_overrides: dict[str, Any] = field(default_factory=dict)  # transformers config fields to change
     attn_implementation: str = "sdpa"
-    tokenizer: Optional[str] = None  # default: the tokenizer of `name`
+    tokenizer: str | None = None  # default: the tokenizer of `name`
     max_length: int = 77
     pooling: str = "cls"
     fixed: bool = False
@@ -83,8 +83,8 @@ class ModelConfig:
 class SegConfig:
     """Zero-shot segmentation harness (spec §4.1); defaults are PASCAL VOC's."""
 
-    dataset: Optional[str] = "voc"
-    bg_thresh: Optional[float] = 0.95  # None: no background class (ADE20K)
+    dataset: str | None = "voc"
+    bg_thresh: float | None = 0.95  # None: no background class (ADE20K)
     template: str = "simple"  # simple (1) | subset (7) | full (80) | identity
     top_k: int = 5
     mode: str = "slide"  # slide | whole

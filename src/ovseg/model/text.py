@@ -49,7 +49,7 @@ def _resolve_source(name: str) -> str | Path:
 
 def build_hf_config(name: str, overrides: dict[str, Any] | None = None, attn_implementation: str = "sdpa"):
     """The transformers config of ``name`` (builtin, local folder or hub id) with ``overrides`` applied."""
-    from transformers import AutoConfig, CONFIG_MAPPING
+    from transformers import CONFIG_MAPPING, AutoConfig
 
     overrides = dict(overrides or {})
     if name in BUILTIN_CONFIGS:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..inference.head import background_flags, crop_class_table, group_class_scores
-from ..inference.slide import ImageEncoding, average_window_logits, encode_windows
+from ..inference.slide import ImageEncoding, average_window_logits
 from ..losses import assignment_logits, contrastive_loss, mask_consistency_loss
 from ..model import OVSegmentor, class_embeddings
 

@@ -1,0 +1,135 @@
+"""The predictor: load a model once, set an image once, segment it with any vocabulary.
+
+    seg = Segmenter.from_checkpoint("ovsegmentor.pth")
+    pred = seg.predict("photo.jpg", ["cat", "dog", "person|man|woman"])
+    pred.labels      # (H, W) int64, index into pred.class_names ("background" first when thresholded)
+
+The image side (window encodings) and the text side (class embeddings) are cached separately, so many
+vocabularies on one image cost only the text encoder, and one vocabulary over many images embeds once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+
+from ..config import schema
+from ..factory import load_model
+from ..model import OVSegmentor
+from ..model.text import build_tokenizer
+from .head import crop_class_table, group_class_scores
+from .preprocess import load_image, prepare_image, to_rgb_array
+from .slide import ImageEncoding, average_window_logits, encode_windows, labels_and_scores
+from .vocabulary import display_name, embed_class_names
+
+ImageLike = str | Path | np.ndarray | Image.Image
+_DEFAULT = object()
+
+
+@dataclass
+class Prediction:
+    """labels (H, W) int64 at the input's size, indices into ``class_names`` (``"background"`` first when
+    a background threshold is used); scores (H, W) float32 softmax probability of that label;
+    logits (C, h, w) averaged window logits at the processing scale; group_maps (K, h_c, w_c) per-window
+    argmax groups; boxes the K windows (y1, y2, x1, x2) at the processing scale."""
+
+    labels: torch.Tensor
+    scores: torch.Tensor
+    class_names: list[str]
+    logits: torch.Tensor
+    group_maps: torch.Tensor
+    boxes: list[tuple[int, int, int, int]]
+
+    def present(self) -> list[tuple[str, float]]:
+        """(class name, pixel share) for every label present, largest first."""
+        counts = torch.bincount(self.labels.flatten(), minlength=len(self.class_names)).float()
+        share = counts / counts.sum()
+        order = torch.argsort(share, descending=True).tolist()
+        return [(self.class_names[i], float(share[i])) for i in order if counts[i] > 0]
+
+
+class Segmenter:
+    """Zero-shot segmentation with the original harness (``cfg`` = the ``evaluate.seg`` section)."""
+
+    def __init__(self, model: OVSegmentor, seg_cfg: DictConfig | None = None, tokenizer=None):
+        self.model = model.eval()
+        self.cfg = seg_cfg if seg_cfg is not None else schema().evaluate.seg
+        te = model.cfg.text_encoder
+        self.tokenizer = tokenizer or build_tokenizer(te.name, te.tokenizer)
+        self._image_key: object = None
+        self._image: tuple[ImageEncoding, tuple[int, int], np.ndarray] | None = None
+        self._text: dict[tuple, torch.Tensor] = {}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", seg_cfg: DictConfig | None = None,
+                        opts: list[str] | None = None) -> Segmenter:
+        model, _ = load_model(path, device=device, opts=opts)
+        return cls(model, seg_cfg)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def read(self, image: ImageLike) -> np.ndarray:
+        """Any supported input -> (H, W, 3) uint8 RGB."""
+        if isinstance(image, str | Path):
+            return load_image(image)
+        if isinstance(image, Image.Image):
+            return to_rgb_array(image)
+        array = np.asarray(image)
+        if array.ndim == 2:
+            array = np.repeat(array[..., None], 3, axis=2)
+        if array.ndim != 3 or array.shape[2] not in (3, 4):
+            raise ValueError(f"expected an (H, W, 3) RGB array, got shape {array.shape}")
+        return np.ascontiguousarray(array[..., :3].astype(np.uint8, copy=False))
+
+    def encode(self, image: ImageLike) -> tuple[ImageEncoding, tuple[int, int], np.ndarray]:
+        """(window encodings, original (H, W), RGB array); the last image is cached."""
+        key = _image_key(image)
+        if key is not None and key == self._image_key and self._image is not None:
+            return self._image
+        rgb = self.read(image)
+        c = self.cfg
+        tensor = prepare_image(rgb, c.short_side, c.max_long_side, self.model.cfg.img_encoder.patch_size)
+        enc = encode_windows(self.model, tensor.to(self.device), c.crop_size, c.stride, c.mode, c.batch_crops)
+        self._image_key, self._image = key, (enc, rgb.shape[:2], rgb)
+        return self._image
+
+    def class_embeddings(self, class_names: list[str], templates: str | None = None) -> torch.Tensor:
+        """(N, D) normalised class embeddings, cached per (vocabulary, templates)."""
+        key = (tuple(class_names), templates or self.cfg.template)
+        if key not in self._text:
+            self._text[key] = embed_class_names(self.model, self.tokenizer, list(class_names), key[1])
+        return self._text[key]
+
+    @torch.no_grad()
+    def predict(self, image: ImageLike, class_names: list[str], bg_thresh: float | None | object = _DEFAULT,
+                templates: str | None = None, top_k: int | None = None) -> Prediction:
+        """Segment ``image`` into ``class_names`` (synonyms as ``"a|b"``); ``bg_thresh=None`` disables the
+        background class; by default the config's threshold is used."""
+        enc, ori, _ = self.encode(image)
+        text = self.class_embeddings(class_names, templates)
+        thresh = self.cfg.bg_thresh if bg_thresh is _DEFAULT else bg_thresh
+        scores = group_class_scores(enc.group_emb, enc.image_emb, text, self.model.scale().float(),
+                                    top_k or self.cfg.top_k)
+        table = crop_class_table(scores.probs, thresh)
+        logits, _ = average_window_logits(enc, table)
+        labels, score = labels_and_scores(logits, ori)
+        names = (["background"] if thresh is not None else []) + [display_name(n) for n in class_names]
+        return Prediction(labels=labels.cpu(), scores=score.cpu(), class_names=names, logits=logits,
+                          group_maps=enc.group_maps, boxes=enc.boxes)
+
+
+def _image_key(image: ImageLike) -> object:
+    """A cache key: paths by (path, mtime, size), arrays and PIL images by a hash of their pixels."""
+    if isinstance(image, str | Path):
+        stat = Path(image).stat() if Path(image).is_file() else None
+        return (str(Path(image).resolve()), stat.st_mtime_ns, stat.st_size) if stat else None
+    array = np.ascontiguousarray(np.asarray(image))
+    return (array.shape, str(array.dtype), hashlib.blake2b(array.data, digest_size=16).hexdigest())
