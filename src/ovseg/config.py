@@ -84,6 +84,7 @@ class SegConfig:
     """Zero-shot segmentation harness (spec §4.1); defaults are PASCAL VOC's."""
 
     dataset: str | None = "voc"
+    data_root: str | None = None  # benchmark folder; None: $OVSEG_DATA/<default> or ./data/<default>
     bg_thresh: float | None = 0.95  # None: no background class (ADE20K)
     template: str = "simple"  # simple (1) | subset (7) | full (80) | identity
     top_k: int = 5

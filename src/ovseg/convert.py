@@ -93,7 +93,8 @@ def official_model_config(official: dict, state_dict: dict[str, torch.Tensor]) -
     Sizes the original hard-codes or ignores are read from the weights: the projector inner width
     (ProjectMLP's 4096 default) and the BERT dimensions (the YAML's ``layers``/``width`` are ignored).
     """
-    img = {k: official["img_encoder"][k] for k in IMAGE_KEYS if k in official.get("img_encoder", {})}
+    img = {**_image_sizes_from_weights(state_dict),
+           **{k: official["img_encoder"][k] for k in IMAGE_KEYS if k in official.get("img_encoder", {})}}
     img["fixed"] = False
     text_type = _get(official, "text_encoder.type", "Bert")
     if text_type not in TEXT_TYPES:
@@ -110,6 +111,33 @@ def official_model_config(official: dict, state_dict: dict[str, torch.Tensor]) -
     model["use_entityloss"] = any(k.startswith("bridge_projector.") for k in state_dict)
     model["use_maskloss"] = any(k.startswith("img_encoder_momentum.") for k in state_dict)
     return model
+
+
+def _image_sizes_from_weights(state_dict: dict[str, torch.Tensor]) -> dict:
+    """Image-encoder sizes readable from the weights alone (used when a checkpoint carries no config).
+    Head counts are not visible in shapes: the paper's 8 stays the default."""
+    sizes: dict[str, Any] = {}
+    patch = state_dict.get("img_encoder.patch_embed.proj.weight")
+    pos = state_dict.get("img_encoder.pos_embed")
+    if patch is None or pos is None:
+        return sizes
+    side = int(round((pos.shape[-2]) ** 0.5))
+    sizes.update(embed_dim=int(patch.shape[0]), patch_size=int(patch.shape[-1]), img_size=side * int(patch.shape[-1]))
+    stages = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"img_encoder\.layers\.(\d+)\.", k))})
+    depths, tokens, outputs = [], [], []
+    for i in stages:
+        blocks = {int(m.group(1)) for k in state_dict
+                  if (m := re.match(rf"img_encoder\.layers\.{i}\.blocks\.(\d+)\.", k))}
+        depths.append(len(blocks))
+        token = state_dict.get(f"img_encoder.layers.{i}.group_token")
+        tokens.append(int(token.shape[1]) if token is not None else 0)
+        fc2 = state_dict.get(f"img_encoder.layers.{i}.downsample.mlp_inter.fc2.weight")
+        if fc2 is not None:
+            outputs.append(int(fc2.shape[0]))
+    if depths:
+        sizes.update(depths=depths, num_group_tokens=tokens, num_output_groups=outputs,
+                     embed_factors=[1.0] * len(depths), num_heads=[8] * len(depths))
+    return sizes
 
 
 def _text_overrides(official: dict, state_dict: dict[str, torch.Tensor]) -> dict:

@@ -96,3 +96,27 @@ def resolve_vocabulary(words: list[str]) -> list[str]:
     if not names:
         raise OvsegError("the vocabulary is empty: give class names or a preset (" + ", ".join(PRESETS) + ")")
     return names
+
+# ---- the later 8-benchmark suite (TCL's harness; raw mmseg names, no GroupViT renames) ----
+
+# PASCAL VOC 2012 without background (TCL's PascalVOCDataset20: label 0 ignored).
+VOC20 = (
+    'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable', 'dog',
+    'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor',
+)
+
+# PASCAL Context 59 (mmseg PascalContextDataset59: label 0 ignored).
+CONTEXT59 = (
+    'aeroplane', 'bag', 'bed', 'bedclothes', 'bench', 'bicycle', 'bird', 'boat', 'book', 'bottle', 'building',
+    'bus', 'cabinet', 'car', 'cat', 'ceiling', 'chair', 'cloth', 'computer', 'cow', 'cup', 'curtain', 'dog',
+    'door', 'fence', 'floor', 'flower', 'food', 'grass', 'ground', 'horse', 'keyboard', 'light', 'motorbike',
+    'mountain', 'mouse', 'person', 'plate', 'platform', 'pottedplant', 'road', 'rock', 'sheep', 'shelves',
+    'sidewalk', 'sign', 'sky', 'snow', 'sofa', 'table', 'track', 'train', 'tree', 'truck', 'tvmonitor', 'wall',
+    'water', 'window', 'wood',
+)
+
+# Cityscapes: the 19 train ids (mmseg CityscapesDataset).
+CITYSCAPES = (
+    'road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light', 'traffic sign', 'vegetation',
+    'terrain', 'sky', 'person', 'rider', 'car', 'truck', 'bus', 'train', 'motorcycle', 'bicycle',
+)

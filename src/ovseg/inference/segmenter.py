@@ -25,7 +25,7 @@ from ..model import OVSegmentor
 from ..model.text import build_tokenizer
 from .head import crop_class_table, group_class_scores
 from .preprocess import load_image, prepare_image, to_rgb_array
-from .slide import ImageEncoding, average_window_logits, encode_windows, labels_and_scores
+from .slide import ImageEncoding, average_window_logits, encode_windows, group_maps_from_soft, labels_and_scores
 from .vocabulary import display_name, embed_class_names
 
 ImageLike = str | Path | np.ndarray | Image.Image
@@ -124,6 +124,28 @@ class Segmenter:
         names = (["background"] if thresh is not None else []) + [display_name(n) for n in class_names]
         return Prediction(labels=labels.cpu(), scores=score.cpu(), class_names=names, logits=logits,
                           group_maps=enc.group_maps, boxes=enc.boxes)
+
+    @torch.no_grad()
+    def group_layers(self, image: ImageLike) -> list[torch.Tensor]:
+        """Whole-image group maps, one per grouping block (the original's ``*_group`` vis modes): the
+        resized image is encoded as one window; each map is (h, w) uint8, the argmax group per pixel at the
+        processing scale, later blocks composed through the earlier ones (GroupViT's ``get_attn_maps``)."""
+        rgb = self._image[2] if self._image is not None and _image_key(image) == self._image_key else self.read(image)
+        c = self.cfg
+        tensor = prepare_image(rgb, c.short_side, c.max_long_side, self.model.cfg.img_encoder.patch_size)
+        out = self.model.encode_image(tensor.to(self.device))
+        return composed_group_maps([a.soft.float() for a in out.assignments], out.grid, tuple(tensor.shape[-2:]))
+
+
+def composed_group_maps(softs: list[torch.Tensor], grid: tuple[int, int], size: tuple[int, int]
+                        ) -> list[torch.Tensor]:
+    """softs: per grouping block (1, 1, G_i, N_i), N_0 = h·w patches and N_i = G_{i-1} -> one (H, W) uint8
+    argmax-group map per block, the patch-to-group map of block i being soft_i ∘ … ∘ soft_0."""
+    maps, chain = [], None
+    for soft in softs:
+        chain = soft if chain is None else soft @ chain  # (1, 1, G_i, G_{i-1}) @ (1, 1, G_{i-1}, h·w)
+        maps.append(group_maps_from_soft(chain, grid, size)[0])
+    return maps
 
 
 def _image_key(image: ImageLike) -> object:

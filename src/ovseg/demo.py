@@ -1,0 +1,256 @@
+"""Segment a folder of photos and write one picture per visualisation mode (the seed's ``main_demo``).
+
+    seg = Segmenter.from_checkpoint("ovsegmentor.pth")
+    summary = run_demo(seg, "photos/", "out/", DemoOptions(modes=("input_pred_label", "mask"),
+                                                            class_names=["cat", "dog", "person|man|woman"]))
+
+Outputs go to ``OUT/<mode>/<path relative to the input folder>`` with the extension of the mode (``mask``
+and ``pred`` PNG, the others JPEG), each written atomically; the input folder is only read. ``mask`` holds
+label indices (0 = background, k = the k-th class) and ``OUT/mask/classes.json`` says what they mean.
+No printing here: results are returned (and failures logged at debug level); the CLI reports them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .checkpoint import atomic_write
+from .errors import OvsegError
+from .inference import Prediction, Segmenter
+from .viz import add_legend, class_palette, draw_class_names, overlay_labels, region_anchors, render_groups
+
+log = logging.getLogger(__name__)
+
+MODES = ("input", "pred", "input_pred", "input_pred_label", "mask", "all_groups", "first_group", "final_group")
+GROUP_MODES = ("all_groups", "first_group", "final_group")
+PNG_MODES = ("pred", "mask")
+# names the original's help text listed although its code rejected them
+MODE_ALIASES = {"input_pred_seg_label": "input_pred_label", "input_seg": "input_pred", "last_group": "final_group"}
+DEFAULT_MODES = ("input_pred_label",)
+JPEG_QUALITY = 92
+
+
+@dataclass
+class DemoOptions:
+    """What to draw and with which vocabulary. ``bg_thresh`` None: no background class; ``templates``
+    None: the config's (simple)."""
+
+    modes: tuple[str, ...] = DEFAULT_MODES
+    class_names: list[str] = field(default_factory=list)
+    bg_thresh: float | None = 0.95
+    templates: str | None = None
+
+
+@dataclass
+class ImageResult:
+    """One input: the files written (empty when it failed), its time, and the classes present
+    (name, pixel share) largest first."""
+
+    source: Path
+    outputs: list[Path]
+    seconds: float
+    error: str | None = None
+    present: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class DemoSummary:
+    results: list[ImageResult]
+    seconds: float
+
+    @property
+    def done(self) -> int:
+        return sum(r.error is None for r in self.results)
+
+    @property
+    def failed(self) -> list[ImageResult]:
+        return [r for r in self.results if r.error is not None]
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.seconds / max(len(self.results), 1)
+
+
+def normalize_modes(modes: Iterable[str] | None) -> tuple[str, ...]:
+    """Modes in the order given, aliases resolved, duplicates dropped; None or empty -> the default."""
+    out: list[str] = []
+    for mode in modes or DEFAULT_MODES:
+        mode = MODE_ALIASES.get(mode, mode)
+        if mode not in MODES:
+            raise OvsegError(f"unknown --vis mode '{mode}' (choose from {', '.join(MODES)})")
+        if mode not in out:
+            out.append(mode)
+    return tuple(out)
+
+
+def find_images(folder: str | Path, recursive: bool = False, exclude: str | Path | None = None) -> list[Path]:
+    """Every visible file of ``folder`` (sub-folders too when ``recursive``), sorted; hidden files and
+    folders (``.name``) and anything under ``exclude`` are left out. Non-images are kept: they fail
+    one by one when read, so the user hears about them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise OvsegError(f"image folder not found: {folder}")
+    skip = Path(exclude).resolve() if exclude is not None else None
+    pattern = folder.rglob("*") if recursive else folder.iterdir()
+    files = []
+    for path in pattern:
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        if skip is not None and path.resolve().is_relative_to(skip):
+            continue
+        files.append(path)
+    if not files:
+        hint = "" if recursive else " (use --recursive for sub-folders)"
+        raise OvsegError(f"no files in the image folder {folder}{hint}")
+    return sorted(files)
+
+
+def output_stems(files: list[Path], folder: str | Path) -> dict[Path, Path]:
+    """Each input -> its output path without extension, relative to ``OUT/<mode>/``: the input's relative
+    path minus its suffix; two inputs that would collide (``a.jpg``, ``a.png``) keep their suffix."""
+    stems = {f: f.relative_to(folder).with_suffix("") for f in files}
+    seen: dict[Path, int] = {}
+    for stem in stems.values():
+        seen[stem] = seen.get(stem, 0) + 1
+    return {f: (s if seen[s] == 1 else f.relative_to(folder)) for f, s in stems.items()}
+
+
+def check_output_folder(image_folder: str | Path, output_folder: str | Path) -> None:
+    """The input folder is never written to: refuse an output folder inside it."""
+    inp, out = Path(image_folder).resolve(), Path(output_folder).resolve()
+    if out == inp or out.is_relative_to(inp):
+        raise OvsegError(f"the output folder {output_folder} is inside the image folder {image_folder}; "
+                         "choose another (the input folder is never written to)")
+
+
+def label_classes(class_names: list[str]) -> list[str]:
+    """Names of the mask's label indices: "background" then the display names of the classes."""
+    from .inference.vocabulary import display_name
+
+    return ["background"] + [display_name(n) for n in class_names]
+
+
+def mask_array(pred: Prediction) -> np.ndarray:
+    """(H, W) label indices of ``label_classes``: 0 = background, k = k-th class, whether or not the
+    background threshold was used (without it, 0 never occurs). uint8, or uint16 beyond 255 classes."""
+    labels = pred.labels.numpy()
+    if not pred.class_names or pred.class_names[0] != "background":
+        labels = labels + 1
+    dtype = np.uint8 if len(pred.class_names) < 256 else np.uint16
+    return labels.astype(dtype)
+
+
+def write_run_info(output_folder: str | Path, options: DemoOptions, extra: dict | None = None) -> Path:
+    """``OUT/mask/classes.json``: the meaning of the mask's indices, their colours and the settings."""
+    classes = label_classes(options.class_names)
+    info = {"classes": classes, "vocabulary": list(options.class_names),
+            "background": options.bg_thresh is not None, "palette": class_palette(len(classes)).tolist(),
+            "settings": asdict(options) | (extra or {})}
+    path = Path(output_folder) / "mask" / "classes.json"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n"))
+    return path
+
+
+def _save(image: Image.Image, path: Path) -> Path:
+    fmt = "PNG" if path.suffix == ".png" else "JPEG"
+    kwargs = {"quality": JPEG_QUALITY} if fmt == "JPEG" else {"optimize": False}
+    atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **kwargs))
+    return path
+
+
+def _label_pictures(mode: str, rgb: np.ndarray, mask: np.ndarray, pred: Prediction) -> Image.Image:
+    """The picture of one label mode (pred, mask, input_pred, input_pred_label)."""
+    names = label_classes_from_prediction(pred)
+    palette = class_palette(len(names))
+    if mode == "mask":
+        return Image.fromarray(mask)
+    if mode == "pred":
+        if len(names) > 256:
+            return Image.fromarray(palette[mask])
+        image = Image.fromarray(mask, mode="L").convert("P")
+        image.putpalette(palette.flatten().tolist())
+        return image
+    picture = Image.fromarray(overlay_labels(rgb, mask, palette))
+    if mode == "input_pred":
+        return picture
+    picture = draw_class_names(picture, region_anchors(mask), names)
+    shown = [(name, tuple(palette[names.index(name)]), share) for name, share in pred.present()
+             if name in names[1:]]
+    return add_legend(picture, shown)
+
+
+def label_classes_from_prediction(pred: Prediction) -> list[str]:
+    """The mask's index names for ``pred`` ("background" first whether or not it was thresholded)."""
+    return pred.class_names if pred.class_names[:1] == ["background"] else ["background", *pred.class_names]
+
+
+def render(mode: str, rgb: np.ndarray, pred: Prediction | None, groups: list[np.ndarray] | None
+           ) -> list[tuple[str, Image.Image]]:
+    """(file-name suffix, picture) of one mode for one image; ``all_groups`` gives one per grouping block."""
+    if mode == "input":
+        return [("", Image.fromarray(rgb))]
+    if mode in GROUP_MODES:
+        picks = {"all_groups": range(len(groups)), "first_group": [0], "final_group": [len(groups) - 1]}[mode]
+        suffix = (lambda i: f"_layer{i}") if mode == "all_groups" else (lambda i: "")
+        return [(suffix(i), Image.fromarray(render_groups(rgb, groups[i]))) for i in picks]
+    return [("", _label_pictures(mode, rgb, mask_array(pred), pred))]
+
+
+def process_image(segmenter: Segmenter, path: Path, stem: Path, output_folder: Path,
+                  options: DemoOptions) -> ImageResult:
+    """Segment one file and write its pictures; a file that cannot be read or segmented is a failed result
+    (the run goes on), other errors propagate."""
+    start = time.perf_counter()
+    try:
+        rgb = segmenter.read(path)
+        pred = None
+        if any(m not in GROUP_MODES and m != "input" for m in options.modes):
+            pred = segmenter.predict(rgb, options.class_names, bg_thresh=options.bg_thresh,
+                                     templates=options.templates)
+        groups = [g.numpy() for g in segmenter.group_layers(rgb)] if set(options.modes) & set(GROUP_MODES) else None
+        outputs = []
+        for mode in options.modes:
+            ext = ".png" if mode in PNG_MODES else ".jpg"
+            for suffix, picture in render(mode, rgb, pred, groups):
+                target = output_folder / mode / stem.parent / f"{stem.name}{suffix}{ext}"
+                outputs.append(_save(picture, target))
+    except (OvsegError, OSError, ValueError, RuntimeError, Image.DecompressionBombError) as e:
+        log.debug("failed on %s", path, exc_info=True)
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        message = message if str(path) in message else f"{path}: {message}"
+        return ImageResult(path, [], time.perf_counter() - start, error=message)
+    present = [p for p in pred.present() if p[0] != "background"] if pred is not None else []
+    return ImageResult(path, outputs, time.perf_counter() - start, present=present)
+
+
+def segment_folder(segmenter: Segmenter, files: list[Path], image_folder: str | Path, output_folder: str | Path,
+                   options: DemoOptions) -> Iterator[ImageResult]:
+    """Process ``files`` (from ``find_images``) one by one, yielding each result as it is written."""
+    stems = output_stems(files, image_folder)
+    for path in files:
+        yield process_image(segmenter, path, stems[path], Path(output_folder), options)
+
+
+def run_demo(segmenter: Segmenter, image_folder: str | Path, output_folder: str | Path, options: DemoOptions,
+             recursive: bool = False, progress: Callable[[Iterator[ImageResult], int], Iterable[ImageResult]]
+             | None = None) -> DemoSummary:
+    """The whole demo: find the inputs, write ``classes.json`` (with ``mask``), segment every file.
+    ``progress(iterator, total)`` may wrap the loop (e.g. ``lambda it, n: tqdm(it, total=n)``)."""
+    check_output_folder(image_folder, output_folder)
+    options.modes = normalize_modes(options.modes)
+    files = find_images(image_folder, recursive, exclude=output_folder)
+    if "mask" in options.modes:
+        write_run_info(output_folder, options)
+    start = time.perf_counter()
+    results = segment_folder(segmenter, files, image_folder, output_folder, options)
+    done = list(progress(results, len(files)) if progress else results)
+    return DemoSummary(done, time.perf_counter() - start)
