@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from PIL import Image
 from .checkpoint import atomic_write
 from .errors import OvsegError
 from .inference import Prediction, Segmenter
+from .inference.vocabulary import display_name, parse_class_names
 from .viz import add_legend, class_palette, draw_class_names, overlay_labels, region_anchors, render_groups
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class ImageResult:
 
 @dataclass
 class DemoSummary:
+    """Every input's result, in order, and the seconds spent on them (model loading not included)."""
+
     results: list[ImageResult]
     seconds: float
 
@@ -134,19 +137,22 @@ def check_output_folder(image_folder: str | Path, output_folder: str | Path) -> 
 
 def label_classes(class_names: list[str]) -> list[str]:
     """Names of the mask's label indices: "background" then the display names of the classes."""
-    from .inference.vocabulary import display_name
-
     return ["background"] + [display_name(n) for n in class_names]
 
 
-def mask_array(pred: Prediction) -> np.ndarray:
-    """(H, W) label indices of ``label_classes``: 0 = background, k = k-th class, whether or not the
-    background threshold was used (without it, 0 never occurs). uint8, or uint16 beyond 255 classes."""
-    labels = pred.labels.numpy()
-    if not pred.class_names or pred.class_names[0] != "background":
-        labels = labels + 1
-    dtype = np.uint8 if len(pred.class_names) < 256 else np.uint16
-    return labels.astype(dtype)
+def mask_array(pred: Prediction, background: bool) -> np.ndarray:
+    """(H, W) indices into ``label_classes``: 0 = background, k = the k-th class, whether or not the
+    prediction used a background class (``background``; without it 0 never occurs). uint8, or uint16
+    beyond 255 classes."""
+    labels = pred.labels.numpy() + (0 if background else 1)
+    return labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16)
+
+
+def present_classes(mask: np.ndarray, names: list[str]) -> list[tuple[int, float]]:
+    """(label index, pixel share) of every class in ``mask`` but background, largest first."""
+    counts = np.bincount(mask.ravel(), minlength=len(names))
+    order = np.argsort(-counts, kind="stable")
+    return [(int(k), float(counts[k] / mask.size)) for k in order if k > 0 and counts[k] > 0]
 
 
 def write_run_info(output_folder: str | Path, options: DemoOptions, extra: dict | None = None) -> Path:
@@ -162,19 +168,18 @@ def write_run_info(output_folder: str | Path, options: DemoOptions, extra: dict 
 
 def _save(image: Image.Image, path: Path) -> Path:
     fmt = "PNG" if path.suffix == ".png" else "JPEG"
-    kwargs = {"quality": JPEG_QUALITY} if fmt == "JPEG" else {"optimize": False}
+    kwargs = {"quality": JPEG_QUALITY} if fmt == "JPEG" else {}
     atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **kwargs))
     return path
 
 
-def _label_pictures(mode: str, rgb: np.ndarray, mask: np.ndarray, pred: Prediction) -> Image.Image:
-    """The picture of one label mode (pred, mask, input_pred, input_pred_label)."""
-    names = label_classes_from_prediction(pred)
+def _label_picture(mode: str, rgb: np.ndarray, mask: np.ndarray, names: list[str]) -> Image.Image:
+    """The picture of one label mode: pred (paletted PNG), mask, input_pred or input_pred_label."""
     palette = class_palette(len(names))
     if mode == "mask":
         return Image.fromarray(mask)
     if mode == "pred":
-        if len(names) > 256:
+        if mask.dtype != np.uint8:  # beyond 256 labels a palette cannot hold the colours
             return Image.fromarray(palette[mask])
         image = Image.fromarray(mask, mode="L").convert("P")
         image.putpalette(palette.flatten().tolist())
@@ -183,52 +188,55 @@ def _label_pictures(mode: str, rgb: np.ndarray, mask: np.ndarray, pred: Predicti
     if mode == "input_pred":
         return picture
     picture = draw_class_names(picture, region_anchors(mask), names)
-    shown = [(name, tuple(palette[names.index(name)]), share) for name, share in pred.present()
-             if name in names[1:]]
-    return add_legend(picture, shown)
+    return add_legend(picture, [(names[k], tuple(palette[k]), share) for k, share in present_classes(mask, names)])
 
 
-def label_classes_from_prediction(pred: Prediction) -> list[str]:
-    """The mask's index names for ``pred`` ("background" first whether or not it was thresholded)."""
-    return pred.class_names if pred.class_names[:1] == ["background"] else ["background", *pred.class_names]
-
-
-def render(mode: str, rgb: np.ndarray, pred: Prediction | None, groups: list[np.ndarray] | None
-           ) -> list[tuple[str, Image.Image]]:
-    """(file-name suffix, picture) of one mode for one image; ``all_groups`` gives one per grouping block."""
+def render(mode: str, rgb: np.ndarray, mask: np.ndarray | None, names: list[str],
+           groups: list[np.ndarray] | None) -> list[tuple[str, Image.Image]]:
+    """(file-name suffix, picture) of one mode for one image; ``all_groups`` gives one per grouping block.
+    rgb (H, W, 3) uint8; mask (H, W) from ``mask_array``; groups (h, w) uint8 maps from
+    ``Segmenter.group_layers``."""
     if mode == "input":
         return [("", Image.fromarray(rgb))]
     if mode in GROUP_MODES:
         picks = {"all_groups": range(len(groups)), "first_group": [0], "final_group": [len(groups) - 1]}[mode]
-        suffix = (lambda i: f"_layer{i}") if mode == "all_groups" else (lambda i: "")
-        return [(suffix(i), Image.fromarray(render_groups(rgb, groups[i]))) for i in picks]
-    return [("", _label_pictures(mode, rgb, mask_array(pred), pred))]
+        return [(f"_layer{i}" if mode == "all_groups" else "", Image.fromarray(render_groups(rgb, groups[i])))
+                for i in picks]
+    return [("", _label_picture(mode, rgb, mask, names))]
+
+
+def _segment(segmenter: Segmenter, rgb: np.ndarray, options: DemoOptions
+             ) -> tuple[np.ndarray | None, list[np.ndarray] | None]:
+    """(mask, group maps) of one image, each only when a requested mode needs it."""
+    mask = groups = None
+    if set(options.modes) - {"input", *GROUP_MODES}:
+        pred = segmenter.predict(rgb, options.class_names, bg_thresh=options.bg_thresh, templates=options.templates)
+        mask = mask_array(pred, options.bg_thresh is not None)
+    if set(options.modes) & set(GROUP_MODES):
+        groups = [g.numpy() for g in segmenter.group_layers(rgb)]
+    return mask, groups
 
 
 def process_image(segmenter: Segmenter, path: Path, stem: Path, output_folder: Path,
                   options: DemoOptions) -> ImageResult:
-    """Segment one file and write its pictures; a file that cannot be read or segmented is a failed result
-    (the run goes on), other errors propagate."""
+    """Segment one file and write its pictures to ``output_folder/<mode>/<stem><suffix>.<ext>``. A file
+    that cannot be read, segmented or written gives a failed result (the run goes on); bugs propagate."""
     start = time.perf_counter()
+    names = label_classes(options.class_names)
     try:
-        rgb = segmenter.read(path)
-        pred = None
-        if any(m not in GROUP_MODES and m != "input" for m in options.modes):
-            pred = segmenter.predict(rgb, options.class_names, bg_thresh=options.bg_thresh,
-                                     templates=options.templates)
-        groups = [g.numpy() for g in segmenter.group_layers(rgb)] if set(options.modes) & set(GROUP_MODES) else None
+        rgb = np.array(segmenter.read(path))  # a writable copy (PIL's buffer is read-only; torch warns)
+        mask, groups = _segment(segmenter, rgb, options)
         outputs = []
         for mode in options.modes:
             ext = ".png" if mode in PNG_MODES else ".jpg"
-            for suffix, picture in render(mode, rgb, pred, groups):
-                target = output_folder / mode / stem.parent / f"{stem.name}{suffix}{ext}"
-                outputs.append(_save(picture, target))
+            for suffix, picture in render(mode, rgb, mask, names, groups):
+                outputs.append(_save(picture, output_folder / mode / stem.parent / f"{stem.name}{suffix}{ext}"))
     except (OvsegError, OSError, ValueError, RuntimeError, Image.DecompressionBombError) as e:
         log.debug("failed on %s", path, exc_info=True)
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        message = message if str(path) in message else f"{path}: {message}"
-        return ImageResult(path, [], time.perf_counter() - start, error=message)
-    present = [p for p in pred.present() if p[0] != "background"] if pred is not None else []
+        message = (str(e).splitlines() or [type(e).__name__])[0]
+        return ImageResult(path, [], time.perf_counter() - start,
+                           error=message if str(path) in message else f"{path}: {message}")
+    present = [(names[k], share) for k, share in present_classes(mask, names)] if mask is not None else []
     return ImageResult(path, outputs, time.perf_counter() - start, present=present)
 
 
@@ -246,7 +254,8 @@ def run_demo(segmenter: Segmenter, image_folder: str | Path, output_folder: str 
     """The whole demo: find the inputs, write ``classes.json`` (with ``mask``), segment every file.
     ``progress(iterator, total)`` may wrap the loop (e.g. ``lambda it, n: tqdm(it, total=n)``)."""
     check_output_folder(image_folder, output_folder)
-    options.modes = normalize_modes(options.modes)
+    options = replace(options, modes=normalize_modes(options.modes))
+    parse_class_names(options.class_names)  # an empty vocabulary fails before any work
     files = find_images(image_folder, recursive, exclude=output_folder)
     if "mask" in options.modes:
         write_run_info(output_folder, options)

@@ -56,7 +56,7 @@ def keep_ratio_size(height: int, width: int, short_side: int = 448, max_long_sid
 
 def resize_bilinear_uint8(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, h, w) float32 holding rounded uint8 values (what cv2 would return)."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().unsqueeze(0)
+    x = torch.tensor(image).permute(2, 0, 1).float().unsqueeze(0)  # a copy: inputs may be read-only
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).round_().clamp_(0, 255)
     return x[0]

@@ -128,13 +128,14 @@ class Segmenter:
     @torch.no_grad()
     def group_layers(self, image: ImageLike) -> list[torch.Tensor]:
         """Whole-image group maps, one per grouping block (the original's ``*_group`` vis modes): the
-        resized image is encoded as one window; each map is (h, w) uint8, the argmax group per pixel at the
-        processing scale, later blocks composed through the earlier ones (GroupViT's ``get_attn_maps``)."""
+        resized image is encoded as one window; each map is (h, w) uint8 on the CPU, the argmax group per pixel
+        at the processing scale, later blocks composed through the earlier ones (GroupViT's ``get_attn_maps``)."""
         rgb = self._image[2] if self._image is not None and _image_key(image) == self._image_key else self.read(image)
         c = self.cfg
         tensor = prepare_image(rgb, c.short_side, c.max_long_side, self.model.cfg.img_encoder.patch_size)
         out = self.model.encode_image(tensor.to(self.device))
-        return composed_group_maps([a.soft.float() for a in out.assignments], out.grid, tuple(tensor.shape[-2:]))
+        maps = composed_group_maps([a.soft.float() for a in out.assignments], out.grid, tuple(tensor.shape[-2:]))
+        return [m.cpu() for m in maps]
 
 
 def composed_group_maps(softs: list[torch.Tensor], grid: tuple[int, int], size: tuple[int, int]

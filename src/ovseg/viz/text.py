@@ -19,8 +19,8 @@ def load_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 def font_size_for(height: int, width: int) -> int:
-    """Text height that reads well on an image of this size: 1/36 of the short side, 11 to 160 px."""
-    return int(min(max(min(height, width) / 36, 11), 160))
+    """Text height that reads well on an image of this size: 1/30 of the short side, 12 to 160 px."""
+    return int(min(max(min(height, width) / 30, 12), 160))
 
 
 def text_size(font: ImageFont.ImageFont, text: str) -> tuple[int, int]:
