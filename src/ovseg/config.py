@@ -99,11 +99,74 @@ class SegConfig:
 @dataclass
 class EvaluateConfig:
     seg: SegConfig = field(default_factory=SegConfig)
+    val_every_steps: int = 0  # periodic zero-shot mIoU on the validation split (0: only at the end)
+    val_bg_thresholds: list[float] = field(default_factory=lambda: [0.95])  # chosen on validation
+
+
+@dataclass
+class ScenesConfig:
+    """The embedded captioned-scene dataset (``data.type: scenes``)."""
+
+    train_size: int = 4096  # captions in the training pool; layouts are re-drawn every epoch
+    val_size: int = 256
+    test_size: int = 512
+    seed: int = 0
+    colour_word_prob: float = 0.3
+    synonym_prob: float = 0.3
+    relation_prob: float = 0.4
+
+
+@dataclass
+class DataConfig:
+    type: str = "scenes"
+    batch_size: int = 256  # per process
+    num_workers: int = 0
+    image_size: int = 224
+    scenes: ScenesConfig = field(default_factory=ScenesConfig)
+    answer_templates: str = "full"  # templates whose prefix starts the entity answer prompt
+    cross_entity_template: str = "A photo of {}"
+    entity_vocabulary: str | None = None  # JSON file; default: the paper's 100 words / 73 entities
+    legacy_entity_strip: bool = False  # reproduce the original's strip("'s") matching bug
+    shuffle_captions: bool = False  # control experiment: pair every image with another image's caption
+
+
+@dataclass
+class TrainConfig:
+    stage: int = 1
+    epochs: int = 30
+    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
+    warmup_epochs: float = 2.0
+    base_lr: float = 6.4e-4
+    warmup_lr: float = 1.6e-5
+    min_lr: float = 1.6e-4
+    lr_reference_batch: int = 4096  # effective lr = lr x global batch / this (linear scaling rule)
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    clip_grad: float = 5.0
+    accumulation_steps: int = 1
+    amp: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    soft_assignment_fraction: float = 0.0  # train with soft grouping for this first fraction of steps
+    text_cache_bf16: bool = False  # fill the frozen-text feature cache under bf16 autocast
+    log_every: int = 10
+    device: str = "auto"
+
+
+@dataclass
+class CheckpointConfig:
+    auto_resume: bool = True
+    resume: str | None = None
+    stage1_checkpoint: str | None = None
+    every_steps: int = 1000
+    keep_last: int = 2
 
 
 @dataclass
 class OvsegConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     seed: int = 0
     output: str = "output"

@@ -1,0 +1,78 @@
+"""Datasets and loaders from the ``data`` config section."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from ..errors import ConfigError
+from .collate import CaptionCollator
+from .entities import EntityExtractor, EntityVocabulary
+from .pairs import PairedDataset, PairIndex
+from .scenes.dataset import CaptionedScenes, entity_vocabulary
+
+
+class ShuffledCaptions(torch.utils.data.Dataset):
+    """Control experiment: every image gets the caption of another (fixed random permutation)."""
+
+    def __init__(self, base, seed: int = 0):
+        self.base = base
+        self.perm = torch.randperm(len(base), generator=torch.Generator().manual_seed(seed)).tolist()
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def entities_of(self, index: int) -> list[str]:
+        return self.base.entities_of(self.perm[index])
+
+    def captions(self) -> list[str]:
+        return self.base.captions()
+
+    def partner_image(self, index: int) -> torch.Tensor:
+        return self.base.partner_image(index)
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.base[index])
+        other = self.base.scenes[self.perm[index]]
+        item["caption"], item["entities"] = other.caption, other.entities
+        return item
+
+
+def scene_split(cfg: DictConfig, split: str) -> CaptionedScenes:
+    s = cfg.data.scenes
+    size = {"train": s.train_size, "val": s.val_size, "test": s.test_size}[split]
+    return CaptionedScenes(split, size=size, image_size=cfg.data.image_size, seed=s.seed,
+                           colour_word_prob=s.colour_word_prob, synonym_prob=s.synonym_prob,
+                           relation_prob=s.relation_prob)
+
+
+def build_train_dataset(cfg: DictConfig):
+    """The training dataset; stage 2 (``model.use_maskloss``) adds a cross-image partner per sample."""
+    if cfg.data.type != "scenes":
+        raise ConfigError(f"data.type: '{cfg.data.type}' is not available yet (supported: scenes)")
+    dataset = scene_split(cfg, "train")
+    if cfg.data.shuffle_captions:
+        dataset = ShuffledCaptions(dataset, cfg.seed)
+    if cfg.model.use_maskloss:
+        entities = [dataset.entities_of(i) for i in range(len(dataset))]
+        dataset = PairedDataset(dataset, PairIndex(entities), seed=cfg.seed)
+    return dataset
+
+
+def entity_extractor(cfg: DictConfig) -> EntityExtractor:
+    """The embedded dataset's own vocabulary, a user file, or the paper's (default)."""
+    if cfg.data.entity_vocabulary:
+        vocab = EntityVocabulary.load(cfg.data.entity_vocabulary)
+    elif cfg.data.type == "scenes":
+        vocab = entity_vocabulary()
+    else:
+        vocab = EntityVocabulary.load()
+    return EntityExtractor(vocab, legacy_strip=cfg.data.legacy_entity_strip)
+
+
+def build_collator(cfg: DictConfig, seed: int) -> CaptionCollator:
+    extractor = entity_extractor(cfg) if cfg.model.use_entityloss else None
+    return CaptionCollator(extractor, cfg.data.answer_templates, cfg.data.cross_entity_template, seed)

@@ -1,0 +1,49 @@
+"""One training step's losses for stage 1 (contrastive + entity) and stage 2 (+ cross-image mask)."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from ..losses import assignment_logits, contrastive_loss, mask_consistency_loss
+from ..model import OVSegmentor
+from .text_features import TextFeatures
+
+
+def compute_losses(model: OVSegmentor, batch: dict, text: TextFeatures, cfg: DictConfig) -> dict[str, torch.Tensor]:
+    """{"contrast", ["entity"], ["mask"], "total"} for one batch (images already on the device).
+
+    ``cfg`` is the ``model`` section: loss switches and weights (entity 1.0, mask 0.1 in the paper).
+    """
+    scale = model.scale()
+    image = model.encode_image(batch["image"])
+    pooled, _, _ = text.encode(batch["caption"])
+    losses = {"contrast": contrastive_loss(image.image_x, model.text_projector(pooled), scale)}
+    total = losses["contrast"]
+    if cfg.use_entityloss:
+        _, q_tokens, q_mask = text.encode(batch["question"])
+        _, bridge = model.decode_entity(image.image_feat_before_proj, q_tokens, q_mask)
+        answer, _, _ = text.encode(batch["answer"])
+        losses["entity"] = contrastive_loss(bridge, model.text_projector(answer), scale)
+        total = total + cfg.entity_weight * losses["entity"]
+    if cfg.use_maskloss:
+        losses["mask"] = cross_image_loss(model, image, batch, text, cfg)
+        total = total + cfg.maskloss_weight * losses["mask"]
+    losses["total"] = total
+    return losses
+
+
+def cross_image_loss(model: OVSegmentor, image, batch: dict, text: TextFeatures, cfg: DictConfig) -> torch.Tensor:
+    """The anchor's online group queries on the partner's momentum keys vs the partner's own maps."""
+    with torch.no_grad():
+        cross = model.encode_image(batch["cross_image"], momentum=True)
+        entity, _, _ = text.encode(batch["cross_entity"])
+        entity = model.text_projector(entity)  # gating only: no gradient (as the original)
+    a_cross = cross.assignments[-1]
+    target = assignment_logits(a_cross.q, a_cross.k)
+    pred = assignment_logits(image.assignments[-1].q, a_cross.k)
+    p = model.cfg.img_encoder.patch_size
+    size = (cross.grid[0] * p, cross.grid[1] * p)
+    return mask_consistency_loss(pred.float(), target.float(), image.image_feat.detach().float(), entity.float(),
+                                 cross.grid, size, cfg.cross_threshold, cfg.group_ratio).value
+

@@ -1,0 +1,275 @@
+"""The training engine: both stages, one process or many (torchrun), CPU or GPU.
+
+``train(cfg)`` builds the model (stage 2 starts from ``checkpoint.stage1_checkpoint``), runs AdamW with the
+original's cosine schedule and linear lr scaling, bf16 autocast where configured, gradient accumulation
+and clipping, EMA updates of the momentum encoder, JSONL metrics and a progress bar, periodic validation
+with best-checkpoint selection (validation split only, never test), atomic checkpoints and auto-resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from ..checkpoint import atomic_write
+from ..data.builder import build_collator, build_train_dataset, scene_split
+from ..data.scenes.dataset import class_names
+from ..errors import ConfigError, OvsegError
+from ..factory import create_model, load_model, save_model
+from ..model import OVSegmentor
+from ..model.text import build_tokenizer
+from . import distributed as D
+from .checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from .optim import build_optimizer, lr_at, scaled_lrs, set_lr
+from .task import compute_losses
+from .text_features import TextFeatures
+from .validate import evaluate_scenes
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(OvsegError):
+    """Training stopped because a loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    final: Path
+    best: Path | None
+    best_val_miou: float | None
+    best_bg_thresh: float | None
+    steps: int
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """bf16 when asked for (or on CUDA with ``auto``), else None (fp32)."""
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    if amp not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"train.amp: expected auto, bf16 or fp32, got '{amp}'")
+    return None
+
+
+def build_model(cfg: DictConfig, device: torch.device) -> OVSegmentor:
+    """A fresh model; stage 2 loads the stage-1 weights and copies the image encoder into the EMA one."""
+    model = create_model(cfg)
+    if cfg.train.stage == 2:
+        path = cfg.checkpoint.stage1_checkpoint
+        if not path:
+            raise ConfigError("stage 2 needs checkpoint.stage1_checkpoint (the stage-1 result to start from)")
+        stage1, _ = load_model(path, training=True)
+        missing, unexpected = model.load_state_dict(stage1.state_dict(), strict=False)
+        bad = [k for k in missing if not k.startswith("img_encoder_momentum.")] + list(unexpected)
+        if bad:
+            raise ConfigError(f"{path}: does not fit the stage-2 model ({len(bad)} keys differ, e.g. {bad[0]})")
+        model.img_encoder_momentum.load_state_dict(model.img_encoder.state_dict())
+    if D.is_distributed():
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model.to(device).train()
+
+
+def set_hard_assignment(model: OVSegmentor, hard: bool) -> None:
+    """Switch the grouping between Gumbel hard (the paper) and soft assignment (a warm-up option)."""
+    for module in model.modules():
+        if module.__class__.__name__ == "AssignAttention":
+            module.hard = module.gumbel = hard
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Run:
+    """Everything one training run holds; ``train`` drives it."""
+
+    def __init__(self, cfg: DictConfig, output: Path):
+        self.cfg, self.output = cfg, output
+        self.device = pick_device(cfg.train.device)
+        seed_everything(cfg.seed + D.rank())
+        self.model = build_model(cfg, self.device)
+        te = cfg.model.text_encoder
+        self.text = TextFeatures(self.model, build_tokenizer(te.name, te.tokenizer), te.max_length, cache=te.fixed,
+                                 cache_dtype=torch.bfloat16 if cfg.train.text_cache_bf16 else None)
+        self.dataset = build_train_dataset(cfg)
+        self.loader = self._loader()
+        self.steps_per_epoch = max(1, len(self.loader) // cfg.train.accumulation_steps)
+        self.total = cfg.train.max_steps or cfg.train.epochs * self.steps_per_epoch
+        self.warmup = round(cfg.train.warmup_epochs * self.steps_per_epoch)
+        global_batch = cfg.data.batch_size * D.world_size() * cfg.train.accumulation_steps
+        self.base_lr, self.warmup_lr, self.min_lr = scaled_lrs(cfg.train, global_batch)
+        self.optimizer = build_optimizer(self.model, cfg.train, self.base_lr)
+        self.amp = autocast_dtype(cfg.train.amp, self.device)
+        self.state = {"step": 0, "epoch": 0, "best_val_miou": None, "best_bg_thresh": None}
+        self.val_set = scene_split(cfg, "val") if cfg.data.type == "scenes" else None
+
+    def _loader(self) -> torch.utils.data.DataLoader:
+        sampler = None
+        if D.is_distributed():
+            sampler = torch.utils.data.DistributedSampler(self.dataset, seed=self.cfg.seed, drop_last=True)
+        self.sampler = sampler
+        return torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.cfg.data.batch_size, sampler=sampler, shuffle=sampler is None,
+            num_workers=self.cfg.data.num_workers, collate_fn=build_collator(self.cfg, self.cfg.seed + D.rank()),
+            drop_last=True, generator=torch.Generator().manual_seed(self.cfg.seed),
+            persistent_workers=self.cfg.data.num_workers > 0)
+
+    def warm_text_cache(self) -> None:
+        """Encode every caption and question of a known caption pool at once (frozen text encoder only)."""
+        captions = getattr(self.dataset, "captions", None)
+        if self.text.cache is None or captions is None:
+            return
+        texts = list(captions())
+        collator = build_collator(self.cfg, 0)
+        if collator.extractor is not None:
+            texts += [collator.extractor.question_answer(c)[0] for c in texts]
+        start = time.perf_counter()
+        self.text.warm(texts)
+        log.info("encoded %d texts with the frozen text encoder in %.1f s", len(texts), time.perf_counter() - start)
+
+    def resume(self) -> None:
+        ckpt = self.cfg.checkpoint
+        found = latest_checkpoint(self.output / "checkpoints") if ckpt.auto_resume else None
+        if ckpt.resume:
+            found = latest_checkpoint(Path(ckpt.resume)) if Path(ckpt.resume).is_dir() else None
+            if found is None:
+                raise ConfigError(f"checkpoint.resume: no training checkpoint in {ckpt.resume}")
+        if found:
+            self.state.update(load_training_checkpoint(*found, self.model, self.optimizer))
+            log.info("resumed from %s at step %d", found[0], self.state["step"])
+
+    def save(self) -> Path | None:
+        if not D.is_main():
+            return None
+        return save_training_checkpoint(self.output / "checkpoints", self.model, self.cfg, self.optimizer,
+                                        dict(self.state), self.cfg.checkpoint.keep_last)
+
+    def epoch_batches(self, epoch: int):
+        """The epoch's batches; on resume the ones already consumed are skipped (same order)."""
+        for obj in (self.dataset, self.sampler):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
+        self.loader.generator.manual_seed(self.cfg.seed * 1000 + epoch)
+        done = (self.state["step"] - epoch * self.steps_per_epoch) * self.cfg.train.accumulation_steps
+        for i, batch in enumerate(self.loader):
+            if i >= done:
+                yield batch
+
+    def to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def step(self, batches: list[dict]) -> dict[str, torch.Tensor]:
+        """One optimizer step over ``accumulation_steps`` micro-batches."""
+        step = self.state["step"]
+        set_lr(self.optimizer, lr_at(step, self.total, self.warmup, self.base_lr, self.warmup_lr, self.min_lr))
+        set_hard_assignment(self.model, step >= self.cfg.train.soft_assignment_fraction * self.total)
+        parts: dict[str, torch.Tensor] = {}
+        for batch in batches:
+            with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                losses = compute_losses(self.model, self.to_device(batch), self.text, self.cfg.model)
+            (losses["total"] / len(batches)).backward()
+            parts = {k: parts.get(k, 0) + v.detach() / len(batches) for k, v in losses.items()}
+        if self.cfg.train.clip_grad > 0:
+            parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_grad)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.cfg.model.use_maskloss:
+            self.model.momentum_update()
+        self.state["step"] = step + 1
+        return parts
+
+    def validate(self) -> None:
+        """Zero-shot val mIoU for each candidate background threshold; keep the best model."""
+        if self.val_set is None or not D.is_main():
+            return
+        results = evaluate_scenes(self.model, self.val_set, class_names(), list(self.cfg.evaluate.val_bg_thresholds),
+                                  self.cfg.data.image_size, self.cfg.evaluate.seg.template)
+        thresh, best = max(results.items(), key=lambda kv: kv[1]["miou"])
+        self.log({"step": self.state["step"], "val_miou": best["miou"], "val_bg_thresh": thresh})
+        if self.state["best_val_miou"] is None or best["miou"] > self.state["best_val_miou"]:
+            self.state.update(best_val_miou=best["miou"], best_bg_thresh=thresh)
+            save_model(self.model, self.cfg, self.output / "best.safetensors",
+                       extra={"step": str(self.state["step"]), "val_miou": f"{best['miou']:.4f}",
+                              "bg_thresh": str(thresh)})
+
+    def log(self, record: dict) -> None:
+        if D.is_main():
+            with open(self.output / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def check_finite(parts: dict[str, torch.Tensor], step: int, output: Path) -> None:
+    """Stop with the step and the loss part when a loss is NaN or infinite (host sync: log steps only)."""
+    bad = [k for k, v in parts.items() if k != "grad_norm" and not math.isfinite(float(v))]
+    if bad:
+        latest = output / "checkpoints" / "latest.json"
+        keep = json.loads(latest.read_text())["weights"] if latest.is_file() else "none yet"
+        raise NonFiniteLoss(f"step {step}: loss '{bad[0]}' is {float(parts[bad[0]])}; stopped "
+                            f"(last good checkpoint: {keep})")
+
+
+def train(cfg: DictConfig, output: str | Path | None = None) -> TrainResult:
+    """Run (or resume) the training described by ``cfg``; checkpoints and metrics go to ``output``."""
+    output = Path(output or cfg.output)
+    output.mkdir(parents=True, exist_ok=True)
+    if D.is_main():
+        atomic_write(output / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp, resolve=True))
+    run = Run(cfg, output)
+    run.warm_text_cache()
+    run.resume()
+    cfg_t, every = cfg.train, cfg.checkpoint.every_steps
+    bar = tqdm(total=run.total, initial=run.state["step"], desc=f"stage {cfg_t.stage}", disable=not D.is_main(),
+               dynamic_ncols=True)
+    tick, seen = time.perf_counter(), 0
+    while run.state["step"] < run.total:
+        epoch = run.state["step"] // run.steps_per_epoch
+        run.state["epoch"] = epoch
+        pending: list[dict] = []
+        for batch in run.epoch_batches(epoch):
+            pending.append(batch)
+            if len(pending) < cfg_t.accumulation_steps:
+                continue
+            parts, pending = run.step(pending), []
+            step, seen = run.state["step"], seen + cfg.data.batch_size * cfg_t.accumulation_steps
+            bar.update(1)
+            if step % cfg_t.log_every == 0 or step == run.total or (every and step % every == 0):
+                check_finite(parts, step, output)
+                rate, tick, seen = seen * D.world_size() / (time.perf_counter() - tick), time.perf_counter(), 0
+                record = {"step": step, "epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"],
+                          "logit_scale": float(run.model.scale()), "samples_per_s": rate,
+                          **{f"loss_{k}": float(v) for k, v in parts.items()}}
+                run.log(record)
+                bar.set_postfix(loss=f"{record['loss_total']:.3f}", rate=f"{rate:.0f}/s")
+            if cfg.evaluate.val_every_steps and step % cfg.evaluate.val_every_steps == 0 and step < run.total:
+                run.validate()
+            if every and step % every == 0:
+                run.save()
+            if step >= run.total:
+                break
+    bar.close()
+    run.validate()
+    run.save()
+    final = output / "final.safetensors"
+    if D.is_main():
+        save_model(run.model, cfg, final, extra={"step": str(run.state["step"])})
+    best = output / "best.safetensors"
+    return TrainResult(output, final, best if best.is_file() else None, run.state["best_val_miou"],
+                       run.state["best_bg_thresh"], run.state["step"])
