@@ -73,8 +73,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
               invalid_hint=_STUFF_HINT),
     Benchmark("ade20k", "ADE20K", V.ADE20K, False, img_dir="images/validation",
               ann_dirs=("annotations/validation",), img_suffix=".jpg", seg_suffix=".png", reduce_zero_label=True,
-              default_root="ade/ADEChallengeData2016", root_guesses=("ADEChallengeData2016",), num_val=2000,
-              config="test_ade20k", paper_miou=5.6),
+              default_root="ade/ADEChallengeData2016", num_val=2000, config="test_ade20k", paper_miou=5.6,
+              root_guesses=("ADEChallengeData2016", "ade/ADEChallengeData2016")),
     Benchmark("voc20", "PASCAL VOC 2012, 20 classes", V.VOC20, False, **_VOC, reduce_zero_label=True,
               config="test_voc20"),
     Benchmark("context59", "PASCAL Context, 59 classes", V.CONTEXT59, False, **_CONTEXT, reduce_zero_label=True,
@@ -83,7 +83,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
               seg_suffix="_labelTrainIds.png", default_root="coco_stuff164k", config="test_coco_stuff"),
     Benchmark("cityscapes", "Cityscapes", V.CITYSCAPES, False, img_dir="leftImg8bit/val", ann_dirs=("gtFine/val",),
               img_suffix="_leftImg8bit.png", seg_suffix="_gtFine_labelTrainIds.png", default_root="cityscapes",
-              num_val=500, config="test_cityscapes"),
+              root_guesses=("cityscapes",), num_val=500, config="test_cityscapes"),
 )}
 
 ALIASES = {"voc12": "voc", "voc21": "voc", "pascal_voc": "voc", "context60": "context", "pc60": "context",

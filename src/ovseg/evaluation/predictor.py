@@ -1,0 +1,90 @@
+"""The Segmenter's harness (spec §4.1) over many images at once: windows of several images share a batch.
+
+Per image the numbers are those of ``Segmenter.predict`` (same window placement, encoder, group→class
+head, averaging, resize, softmax and argmax); only which windows share a forward pass differs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+
+from ..inference.head import crop_class_table, group_class_scores
+from ..inference.segmenter import Segmenter
+from ..inference.slide import (
+    Box,
+    ImageEncoding,
+    average_window_logits,
+    group_maps_from_soft,
+    labels_and_scores,
+    slide_boxes,
+)
+from .datasets import Sample
+
+
+class HarnessPredictor:
+    """``predictor(samples) -> [labels (H, W) int64]``: dataset indices (0 = background when
+    ``bg_thresh`` is a float, then k = k-th class; else 0..N-1), at each sample's original size."""
+
+    def __init__(self, segmenter: Segmenter, class_names: list[str], bg_thresh: float | None):
+        self.seg, self.class_names, self.bg_thresh = segmenter, list(class_names), bg_thresh
+        self.text = segmenter.class_embeddings(self.class_names)
+
+    def boxes(self, sample: Sample) -> list[Box]:
+        """The windows of ``sample`` at the processing scale."""
+        c = self.seg.cfg
+        height, width = sample.image.shape[-2:]
+        return slide_boxes(height, width, c.crop_size, c.stride) if c.mode == "slide" else [(0, height, 0, width)]
+
+    @torch.no_grad()
+    def __call__(self, samples: list[Sample]) -> list[torch.Tensor]:
+        return [self.labels(enc, s.size) for enc, s in zip(self.encode(samples), samples, strict=True)]
+
+    def encode(self, samples: list[Sample]) -> list[ImageEncoding]:
+        """Encode all windows of ``samples``, ``batch_crops`` same-sized windows per forward pass."""
+        boxes = [self.boxes(s) for s in samples]
+        images = [s.image.to(self.seg.device, non_blocking=True) for s in samples]
+        by_shape: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+        for i, image_boxes in enumerate(boxes):
+            for k, (y1, y2, x1, x2) in enumerate(image_boxes):
+                by_shape[(y2 - y1, x2 - x1)].append((i, k))
+        parts: dict[tuple[int, int], tuple] = {}
+        grids: dict[tuple[int, int], tuple[int, int]] = {}
+        batch = self.seg.cfg.batch_crops
+        for shape, jobs in by_shape.items():
+            for start in range(0, len(jobs), batch):
+                chunk = jobs[start : start + batch]
+                out = self._encode_crops([_crop(images[i], boxes[i][k]) for i, k in chunk], shape)
+                for j, key in enumerate(chunk):
+                    parts[key] = tuple(t[j] for t in out[:4])
+                    grids[key] = out[4]
+        return [_assemble(s, boxes[i], [parts[(i, k)] for k in range(len(boxes[i]))], grids[(i, 0)])
+                for i, s in enumerate(samples)]
+
+    def _encode_crops(self, crops: list[torch.Tensor], shape: tuple[int, int]) -> tuple:
+        """As ``inference.slide.encode_windows`` does for one chunk of windows."""
+        out = self.seg.model.encode_image(torch.cat(crops))
+        soft = out.assignments[-1].soft
+        maps = group_maps_from_soft(soft.float(), out.grid, shape)
+        return (soft, maps, F.normalize(out.image_feat.float(), dim=-1), F.normalize(out.image_x.float(), dim=-1),
+                out.grid)
+
+    def labels(self, enc: ImageEncoding, size: tuple[int, int]) -> torch.Tensor:
+        """As ``Segmenter.predict`` does after encoding: group→class table, average, resize, argmax."""
+        scores = group_class_scores(enc.group_emb, enc.image_emb, self.text, self.seg.model.scale().float(),
+                                    self.seg.cfg.top_k)
+        logits, _ = average_window_logits(enc, crop_class_table(scores.probs, self.bg_thresh))
+        return labels_and_scores(logits, tuple(size))[0]
+
+
+def _crop(image: torch.Tensor, box: Box) -> torch.Tensor:
+    y1, y2, x1, x2 = box
+    return image[:, :, y1:y2, x1:x2]
+
+
+def _assemble(sample: Sample, boxes: list[Box], parts: list[tuple], grid: tuple[int, int]) -> ImageEncoding:
+    soft, maps, groups, pooled = (torch.stack(t) for t in zip(*parts, strict=True))
+    return ImageEncoding(size=tuple(sample.image.shape[-2:]), boxes=boxes, grid=grid, soft=soft, group_maps=maps,
+                         group_emb=groups, image_emb=pooled)
