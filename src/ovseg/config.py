@@ -77,6 +77,11 @@ class ModelConfig:
     cross_threshold: float = 0.6
     group_ratio: float = 0.5
     momentum: float = 0.99
+    # ovseg additions (0/False = the original method): group-level supervision from the caption's entities
+    multi_label_weight: float = 0.0  # GroupViT's multi-label prompt loss on the pooled embedding
+    group_entity_weight: float = 0.0  # segment-level MIL loss (needs learned_background)
+    learned_background: bool = False  # a learned "background" embedding, used as a class at inference
+    entity_prompt: str = "a photo of a {}."
 
 
 @dataclass
@@ -94,6 +99,7 @@ class SegConfig:
     short_side: int = 448
     max_long_side: int = 2048
     batch_crops: int = 8
+    background: str = "threshold"  # threshold (the original) | learned (needs model.learned_background)
 
 
 @dataclass

@@ -29,6 +29,9 @@ class CaptionCollator:
             qa = [self.extractor.question_answer(it["caption"], self.rng.choice(self.prefixes)) for it in items]
             batch["question"] = [q for q, _, _ in qa]
             batch["answer"] = [a for _, a, _ in qa]
+            batch["entities"] = [e for _, _, e in qa]
+        else:
+            batch["entities"] = [list(it.get("entities", [])) for it in items]
         if "cross_image" in items[0]:
             batch["cross_image"] = torch.stack([it["cross_image"] for it in items])
             batch["cross_entity"] = [self.cross_template.format(it["cross_entity"]) for it in items]

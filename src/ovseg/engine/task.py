@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from ..losses import assignment_logits, contrastive_loss, mask_consistency_loss
+from ..losses import (
+    assignment_logits,
+    contrastive_loss,
+    group_entity_loss,
+    mask_consistency_loss,
+    multi_label_loss,
+    presence,
+)
 from ..model import OVSegmentor
 from .text_features import TextFeatures
 
@@ -29,8 +36,28 @@ def compute_losses(model: OVSegmentor, batch: dict, text: TextFeatures, cfg: Dic
     if cfg.use_maskloss:
         losses["mask"] = cross_image_loss(model, image, batch, text, cfg)
         total = total + cfg.maskloss_weight * losses["mask"]
+    if cfg.multi_label_weight > 0 or cfg.group_entity_weight > 0:
+        for name, value in group_losses(model, image, batch, text, cfg).items():
+            losses[name] = value
+            total = total + cfg[f"{name}_weight"] * value
     losses["total"] = total
     return losses
+
+
+def group_losses(model: OVSegmentor, image, batch: dict, text: TextFeatures, cfg: DictConfig) -> dict:
+    """ovseg's optional losses on the caption entities' prompts ("a photo of a {entity}.")."""
+    vocabulary = sorted({e for names in batch["entities"] for e in names})
+    if not vocabulary:
+        return {}
+    pooled, _, _ = text.encode([cfg.entity_prompt.format(e) for e in vocabulary])
+    prompts = model.text_projector(pooled)
+    present = presence(batch["entities"], vocabulary, prompts.device)
+    scale, out = model.scale(), {}
+    if cfg.multi_label_weight > 0:
+        out["multi_label"] = multi_label_loss(image.image_x, prompts, present, scale)
+    if cfg.group_entity_weight > 0:
+        out["group_entity"] = group_entity_loss(image.image_feat, prompts, model.background_embedding, present, scale)
+    return out
 
 
 def cross_image_loss(model: OVSegmentor, image, batch: dict, text: TextFeatures, cfg: DictConfig) -> torch.Tensor:

@@ -10,11 +10,11 @@ from ..inference import Segmenter
 from ..model import OVSegmentor
 
 
-def scene_seg_config(image_size: int, template: str = "simple") -> DictConfig:
+def scene_seg_config(image_size: int, template: str = "simple", background: str = "threshold") -> DictConfig:
     """The harness on small square scenes: one window, no resize."""
     cfg = schema().evaluate.seg
     cfg.merge_with({"dataset": None, "mode": "whole", "short_side": image_size, "max_long_side": image_size,
-                    "crop_size": image_size, "stride": image_size, "template": template})
+                    "crop_size": image_size, "stride": image_size, "template": template, "background": background})
     return cfg
 
 
@@ -34,10 +34,11 @@ def iou_from_confusion(matrix: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_scenes(model: OVSegmentor, dataset, class_names: list[str], thresholds: list[float],
-                    image_size: int, template: str = "simple") -> dict[float, dict]:
+                    image_size: int, template: str = "simple", background: str = "threshold") -> dict[float, dict]:
     """{bg_thresh: {"miou", "per_class_iou"}} over ``dataset`` (``render(i)`` -> uint8 image, labels)."""
     was_training = model.training
-    segmenter = Segmenter(model.eval(), scene_seg_config(image_size, template))
+    segmenter = Segmenter(model.eval(), scene_seg_config(image_size, template, background))
+    thresholds = thresholds if background == "threshold" else [0.0]
     n = len(class_names) + 1
     matrices = {t: torch.zeros(n, n, dtype=torch.long) for t in thresholds}
     for i in range(len(dataset)):

@@ -25,13 +25,19 @@ class GroupScores:
 
 
 def group_class_scores(group_emb: torch.Tensor, image_emb: torch.Tensor, text_emb: torch.Tensor,
-                       scale: torch.Tensor, top_k: int = 5) -> GroupScores:
-    """group_emb (K, G, D) and image_emb (K, D) L2-normalised; text_emb (N, D) L2-normalised."""
+                       scale: torch.Tensor, top_k: int = 5, always_keep: int | None = None) -> GroupScores:
+    """group_emb (K, G, D) and image_emb (K, D) L2-normalised; text_emb (N, D) L2-normalised.
+    ``always_keep``: a class index exempt from the top-k filter (a learned background class)."""
     raw = scale * group_emb @ text_emb.t()
     pre = raw.softmax(dim=-1)
     image = (scale * image_emb @ text_emb.t()).softmax(dim=-1)
-    topk = image.topk(min(top_k, text_emb.shape[0]), dim=-1).indices
+    ranked = image
+    if always_keep is not None:  # the kept class never takes one of the k places
+        ranked = image.index_fill(-1, torch.tensor([always_keep], device=image.device), -1.0)
+    topk = ranked.topk(min(top_k, text_emb.shape[0] - (always_keep is not None)), dim=-1).indices
     keep = torch.zeros_like(image, dtype=torch.bool).scatter_(-1, topk, True)
+    if always_keep is not None:
+        keep[..., always_keep] = True
     probs = raw.masked_fill(~keep.unsqueeze(1), float("-inf")).softmax(dim=-1) * pre
     return GroupScores(raw=raw, pre=pre, image=image, topk=topk, probs=probs)
 

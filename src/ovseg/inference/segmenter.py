@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from ..config import schema
+from ..errors import OvsegError
 from ..factory import load_model
 from ..model import OVSegmentor
 from ..model.text import build_tokenizer
@@ -60,6 +61,10 @@ class Segmenter:
     def __init__(self, model: OVSegmentor, seg_cfg: DictConfig | None = None, tokenizer=None):
         self.model = model.eval()
         self.cfg = seg_cfg if seg_cfg is not None else schema().evaluate.seg
+        if self.cfg.background not in ("threshold", "learned"):
+            raise OvsegError(f"evaluate.seg.background: expected 'threshold' or 'learned', got '{self.cfg.background}'")
+        if self.cfg.background == "learned" and not hasattr(model, "background_embedding"):
+            raise OvsegError("evaluate.seg.background=learned needs a model trained with model.learned_background")
         te = model.cfg.text_encoder
         self.tokenizer = tokenizer or build_tokenizer(te.name, te.tokenizer)
         self._image_key: object = None
@@ -116,9 +121,13 @@ class Segmenter:
         enc, ori, _ = self.encode(image)
         text = self.class_embeddings(class_names, templates)
         thresh = self.cfg.bg_thresh if bg_thresh is _DEFAULT else bg_thresh
+        learned = self.cfg.background == "learned"
+        if learned:
+            background = torch.nn.functional.normalize(self.model.background_embedding.float(), dim=-1)
+            text, thresh = torch.cat([background.unsqueeze(0), text]), 0.0
         scores = group_class_scores(enc.group_emb, enc.image_emb, text, self.model.scale().float(),
-                                    top_k or self.cfg.top_k)
-        table = crop_class_table(scores.probs, thresh)
+                                    top_k or self.cfg.top_k, always_keep=0 if learned else None)
+        table = scores.probs if learned else crop_class_table(scores.probs, thresh)
         logits, _ = average_window_logits(enc, table)
         labels, score = labels_and_scores(logits, ori)
         names = (["background"] if thresh is not None else []) + [display_name(n) for n in class_names]

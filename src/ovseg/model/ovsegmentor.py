@@ -70,6 +70,8 @@ class OVSegmentor(nn.Module):
             self.multimodal_groupingblock = EntityDecoder(img_width, text_width, ed.cross_layers, ed.num_heads,
                                                           ed.mask_padding)
             self.bridge_projector = ProjectMLP(self.multimodal_groupingblock.width, **proj)
+        if cfg.learned_background:
+            self.background_embedding = nn.Parameter(torch.randn(cfg.output_dim) * 0.02)
         if cfg.use_maskloss:
             self.img_encoder_momentum = copy.deepcopy(self.img_encoder).requires_grad_(False)
         self.set_frozen(ie.fixed, te.fixed)
