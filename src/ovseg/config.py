@@ -154,6 +154,7 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
     soft_assignment_fraction: float = 0.0  # train with soft grouping for this first fraction of steps
     text_cache_bf16: bool = False  # fill the frozen-text feature cache under bf16 autocast
+    text_cache_file: str | None = None  # keep frozen-text features on disk between runs
     log_every: int = 10
     device: str = "auto"
 

@@ -19,14 +19,16 @@ class CaptionCollator:
         self.extractor = extractor
         self.prefixes = [t.split("{}")[0] for t in get_templates(answer_templates)]
         self.cross_template = cross_entity_template
-        self.rng = random.Random(seed)
+        self.seed = seed
 
     def __call__(self, items: list[dict]) -> dict:
         batch = {"image": torch.stack([it["image"] for it in items]),
                  "caption": [it["caption"] for it in items],
                  "index": torch.tensor([it["index"] for it in items])}
         if self.extractor is not None:
-            qa = [self.extractor.question_answer(it["caption"], self.rng.choice(self.prefixes)) for it in items]
+            # seeded by the batch's samples, so that a resumed run draws the same prompts
+            rng = random.Random(f"{self.seed}/{[it['index'] for it in items]}")
+            qa = [self.extractor.question_answer(it["caption"], rng.choice(self.prefixes)) for it in items]
             batch["question"] = [q for q, _, _ in qa]
             batch["answer"] = [a for _, a, _ in qa]
             batch["entities"] = [e for _, _, e in qa]

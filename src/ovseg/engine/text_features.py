@@ -7,9 +7,12 @@ per step. A trainable encoder runs every step, with gradients.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from ..checkpoint import atomic_write
 from ..model import OVSegmentor
 
 
@@ -47,6 +50,29 @@ class TextFeatures:
             for i, text in enumerate(chunk):
                 n = int(mask[i].sum())
                 self.cache[text] = (pooled[i].float().cpu(), tokens[i, :n].float().cpu())
+
+    def load(self, path: Path) -> None:
+        """Add the features saved by ``save`` (same text encoder; the file's key guards that)."""
+        if self.cache is None or not path.is_file():
+            return
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("key") == self.key():
+            self.cache.update({t: (p, k) for t, p, k in zip(saved["texts"], saved["pooled"], saved["tokens"],
+                                                               strict=True)})
+
+    def save(self, path: Path) -> None:
+        if self.cache is None:
+            return
+        texts = list(self.cache)
+        payload = {"key": self.key(), "texts": texts, "pooled": [self.cache[t][0] for t in texts],
+                   "tokens": [self.cache[t][1] for t in texts]}
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+    def key(self) -> str:
+        """Identifies the frozen encoder: its name and a checksum of its first and last weights."""
+        params = list(self.model.text_encoder.parameters())
+        total = float(params[0].double().sum() + params[-1].double().sum())
+        return f"{self.model.cfg.text_encoder.name}/{self.max_length}/{self.cache_dtype}/{total:.6e}"
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.cache is None:

@@ -141,8 +141,12 @@ class Run:
         collator = build_collator(self.cfg, 0)
         if collator.extractor is not None:
             texts += [collator.extractor.question_answer(c)[0] for c in texts]
-        start = time.perf_counter()
+        start, cache_file = time.perf_counter(), self.cfg.train.text_cache_file
+        if cache_file:
+            self.text.load(Path(cache_file))
         self.text.warm(texts)
+        if cache_file and D.is_main():
+            self.text.save(Path(cache_file))
         log.info("encoded %d texts with the frozen text encoder in %.1f s", len(texts), time.perf_counter() - start)
 
     def resume(self) -> None:

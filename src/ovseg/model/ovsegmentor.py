@@ -77,9 +77,24 @@ class OVSegmentor(nn.Module):
         self.set_frozen(ie.fixed, te.fixed)
 
     def set_frozen(self, image: bool, text: bool) -> None:
-        """Freeze the image and/or text backbone (stage 2 freezes the text encoder, not its projector)."""
+        """Freeze the image and/or text backbone (stage 2 freezes the text encoder, not its projector).
+
+        A frozen backbone also stays in eval mode (no dropout), so that its features are a fixed function
+        of the input and can be cached; the original left dropout on in its frozen BERT.
+        """
+        self._frozen = (image, text)
         self.img_encoder.requires_grad_(not image)
         self.text_encoder.requires_grad_(not text)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> OVSegmentor:
+        super().train(mode)
+        frozen_image, frozen_text = getattr(self, "_frozen", (False, False))
+        if frozen_image:
+            self.img_encoder.eval()
+        if frozen_text:
+            self.text_encoder.eval()
+        return self
 
     @property
     def num_groups(self) -> int:

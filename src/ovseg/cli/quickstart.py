@@ -1,0 +1,31 @@
+"""ovseg quickstart [--output DIR]"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "Learn segmentation from captions on the embedded dataset (both stages, CPU, no downloads), then test."
+EXAMPLE = "ovseg quickstart --output runs/quickstart"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", default="runs/quickstart", help="output folder (default: runs/quickstart)")
+    p.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE", help="overrides for both stages")
+    p.add_argument("--stage1-only", action="store_true", help="skip stage 2 (the cross-image mask loss)")
+    p.add_argument("--shuffle-captions", action="store_true",
+                   help="control experiment: pair every image with another image's caption")
+    p.add_argument("--overlays", type=int, default=6, help="test images to draw (default 6)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..quickstart import QuickstartOptions, format_table, run_quickstart
+
+    options = QuickstartOptions(Path(args.output), tuple(args.opts), not args.stage1_only, args.shuffle_captions,
+                                args.overlays)
+    report = run_quickstart(options)
+    print(format_table(report))
+    print(f"\nzero-shot test mIoU {report['miou']:.1f} (held-out synonyms {report['miou_synonyms']:.1f}), "
+          f"{report['seconds'] / 60:.1f} min; report: {Path(args.output) / 'results.json'}, "
+          f"{Path(args.output) / 'training.png'}, {Path(args.output) / 'overlays'}/")
+    return 0

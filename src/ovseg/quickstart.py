@@ -1,0 +1,153 @@
+"""``ovseg quickstart``: learn segmentation from captions on one CPU, end to end, with no downloads.
+
+Stage 1 then stage 2 on the embedded captioned scenes (presets ``quickstart/stage1`` and ``stage2``), model
+and background threshold selected on the validation split, then zero-shot mIoU on the test split with the
+category names and with held-out synonyms never seen in training, overlays of test images, a plot of the
+training curves and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+from PIL import Image
+
+from .checkpoint import atomic_write
+from .config import load_config, to_container
+from .data.builder import scene_split
+from .data.scenes.dataset import class_names, held_out_names
+from .engine.trainer import TrainResult, train
+from .engine.validate import evaluate_scenes, scene_seg_config
+from .factory import load_model, preset_path
+from .inference import Segmenter
+from .viz import add_legend, class_palette, overlay_labels
+from .viz.plot import line_chart, stack
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QuickstartOptions:
+    output: Path
+    opts: tuple[str, ...] = ()  # overrides for both stages
+    stage2: bool = True
+    shuffle_captions: bool = False  # control: captions paired with the wrong images
+    overlays: int = 6
+
+
+def run_quickstart(options: QuickstartOptions) -> dict:
+    """Train both stages, evaluate on the test split, write the report; returns results.json's content."""
+    start, out = time.perf_counter(), Path(options.output)
+    common = [*options.opts] + (["data.shuffle_captions=true"] if options.shuffle_captions else [])
+    cfg1 = load_config(preset_path("quickstart/stage1"), [f"output={out / 'stage1'}", *common])
+    result = stage1 = train(cfg1, out / "stage1")
+    cfg = cfg1
+    if options.stage2:
+        start_from = stage1.best or stage1.final
+        cfg = load_config(preset_path("quickstart/stage2"),
+                          [f"output={out / 'stage2'}", f"checkpoint.stage1_checkpoint={start_from}", *common])
+        result = train(cfg, out / "stage2")
+    train_seconds = time.perf_counter() - start
+    report = evaluate_test(cfg, result)
+    report.update(seconds=time.perf_counter() - start, train_seconds=train_seconds,
+                  stage1_val_miou=stage1.best_val_miou, stages=2 if options.stage2 else 1,
+                  shuffle_captions=options.shuffle_captions, checkpoint=str(result.best or result.final),
+                  settings={"stage1": to_container(cfg1), "stage2": to_container(cfg) if options.stage2 else None})
+    write_plot(out, ["stage1", "stage2"] if options.stage2 else ["stage1"])
+    write_overlays(out, cfg, result, options.overlays)
+    atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1)))
+    return report
+
+
+def evaluate_test(cfg, result: TrainResult) -> dict:
+    """Test-split mIoU with category names and with held-out synonyms (threshold chosen on validation)."""
+    model, _ = load_model(result.best or result.final)
+    test = scene_split(cfg, "test")
+    seg = cfg.evaluate.seg
+    thresh = result.best_bg_thresh if result.best_bg_thresh is not None else seg.bg_thresh
+    names = evaluate_scenes(model, test, class_names(), [thresh], cfg.data.image_size, seg.template, seg.background)
+    synonyms = evaluate_scenes(model, test, held_out_names(), [thresh], cfg.data.image_size, seg.template,
+                               seg.background)
+    first, second = next(iter(names.values())), next(iter(synonyms.values()))
+    return {"miou": first["miou"], "miou_synonyms": second["miou"], "per_class_iou": first["per_class_iou"],
+            "per_class_iou_synonyms": second["per_class_iou"], "val_miou": result.best_val_miou,
+            "bg_thresh": thresh, "background": seg.background, "test_images": len(test),
+            "held_out_synonyms": dict(zip(class_names(), held_out_names(), strict=True))}
+
+
+def write_plot(out: Path, stages: list[str]) -> Path:
+    """training.png: loss parts and validation mIoU over the steps of every stage (stage 2 continues)."""
+    losses: dict[str, tuple[list[float], list[float]]] = {}
+    val: dict[str, tuple[list[float], list[float]]] = {}
+    offset = 0
+    for stage in stages:
+        records = [json.loads(line) for line in (out / stage / "metrics.jsonl").read_text().splitlines()]
+        for r in records:
+            step = offset + r["step"]
+            if "val_miou" in r:
+                val.setdefault(f"val mIoU ({stage})", ([], []))
+                val[f"val mIoU ({stage})"][0].append(step)
+                val[f"val mIoU ({stage})"][1].append(r["val_miou"])
+            for key in (k for k in r if k.startswith("loss_") and k != "loss_grad_norm"):
+                series = losses.setdefault(key[5:], ([], []))
+                series[0].append(step)
+                series[1].append(r[key])
+        offset += max((r["step"] for r in records), default=0)
+    image = stack([line_chart(losses, "training losses (per step)"), line_chart(val, "validation mIoU (%)")])
+    path = out / "training.png"
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+    return path
+
+
+def write_overlays(out: Path, cfg, result: TrainResult, count: int, zoom: int = 4) -> list[Path]:
+    """overlays/test_XXX.png: input | ground truth | prediction, with a legend."""
+    if count <= 0:
+        return []
+    model, _ = load_model(result.best or result.final)
+    seg_cfg = scene_seg_config(cfg.data.image_size, cfg.evaluate.seg.template, cfg.evaluate.seg.background)
+    segmenter, test = Segmenter(model, seg_cfg), scene_split(cfg, "test")
+    names = ["background", *class_names()]
+    palette = class_palette(len(names))
+    paths = []
+    thresh = result.best_bg_thresh if result.best_bg_thresh is not None else cfg.evaluate.seg.bg_thresh
+    for i in range(min(count, len(test))):
+        image, truth = test.render(i)
+        pred = segmenter.predict(image, class_names(), bg_thresh=thresh).labels.numpy()
+        big = [np.kron(a, np.ones((zoom, zoom) + (1,) * (a.ndim - 2), dtype=a.dtype)) for a in (image, truth, pred)]
+        panels = [big[0], overlay_labels(big[0], big[1], palette), overlay_labels(big[0], big[2], palette)]
+        picture = Image.fromarray(np.concatenate(panels, axis=1))
+        shares = np.bincount(big[2].ravel(), minlength=len(names)) / big[2].size
+        entries = [(names[k], tuple(int(c) for c in palette[k]), float(shares[k])) for k in np.argsort(-shares)
+                   if shares[k] > 0]
+        picture = add_legend(picture, entries)
+        path = out / "overlays" / f"test_{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp, p=picture: p.save(tmp, format="PNG"))
+        paths.append(path)
+    return paths
+
+
+def format_table(report: dict) -> str:
+    """Per-class IoU with category names and with the held-out synonyms."""
+    rows = [f"{'class':<12} {'IoU':>6}   {'synonym':<12} {'IoU':>6}"]
+    synonyms = {"background": "background", **report["held_out_synonyms"]}
+    for name, iou in report["per_class_iou"].items():
+        syn = synonyms[name]
+        other = report["per_class_iou_synonyms"].get(syn)
+        rows.append(f"{name:<12} {_pct(iou):>6}   {syn:<12} {_pct(other):>6}")
+    rows.append(f"{'mIoU':<12} {report['miou']:>6.1f}   {'':<12} {report['miou_synonyms']:>6.1f}")
+    return "\n".join(rows)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.1f}"
+
+
+def config_yaml(cfg) -> str:
+    return OmegaConf.to_yaml(cfg)

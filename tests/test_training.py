@@ -1,0 +1,127 @@
+"""Training: a short run lowers the loss, resumes exactly, stops cleanly on NaN, freezes what it must."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ovseg.config import load_config
+from ovseg.engine import task as task_module
+from ovseg.engine import trainer as trainer_module
+from ovseg.engine.trainer import NonFiniteLoss, Run, train
+from ovseg.errors import ConfigError
+from ovseg.factory import preset_path
+
+SMALL = ["data.scenes.train_size=64", "data.scenes.val_size=4", "data.batch_size=16", "data.image_size=32",
+         "model.img_encoder.img_size=32", "model.img_encoder.embed_dim=32", "model.img_encoder.num_heads=[2,2]",
+         "model.img_encoder.depths=[1,1]", "model.proj_inner_dim=64", "model.output_dim=32",
+         "evaluate.val_every_steps=0", "evaluate.val_bg_thresholds=[0.5]", "train.log_every=1"]
+
+
+def small_cfg(stage: int = 1, extra: list[str] = ()):
+    return load_config(preset_path(f"quickstart/stage{stage}"), SMALL + list(extra))
+
+
+def test_a_short_run_lowers_the_loss(tmp_path):
+    cfg = small_cfg(extra=["train.max_steps=40", "train.warmup_epochs=0", "train.base_lr=2e-3",
+                           "train.soft_assignment_fraction=0", "checkpoint.every_steps=0"])
+    result = train(cfg, tmp_path)
+    losses = [r["loss_total"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+              if "loss_total" in r]
+    assert len(losses) == 40
+    assert sum(losses[-8:]) / 8 < 0.9 * sum(losses[:8]) / 8
+    assert result.final.is_file() and result.best is not None and result.best.is_file()
+
+
+class Killed(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_at_the_same_step_with_identical_state(tmp_path, monkeypatch):
+    cfg = small_cfg(extra=["checkpoint.every_steps=3", "train.max_steps=6", "checkpoint.keep_last=0",
+                           "train.text_cache_bf16=false"])  # fp32: cached features do not depend on batching
+    uninterrupted = train(cfg, tmp_path / "a")
+    real_save = trainer_module.save_training_checkpoint
+
+    def save_then_die(folder, model, cfg, optimizer, state, keep_last):
+        path = real_save(folder, model, cfg, optimizer, state, keep_last)
+        if state["step"] == 3:
+            raise Killed  # the process dies right after writing step 3
+        return path
+
+    monkeypatch.setattr(trainer_module, "save_training_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "b")
+    monkeypatch.setattr(trainer_module, "save_training_checkpoint", real_save)
+    saved = torch.load(tmp_path / "b" / "checkpoints" / "step_00000003.state.pt", weights_only=True)
+    run = Run(cfg, tmp_path / "b")
+    run.resume()
+    assert run.state["step"] == 3
+    assert _same(run.optimizer.state_dict()["state"], saved["optimizer"]["state"])
+    weights = load_file(tmp_path / "b" / "checkpoints" / "step_00000003.safetensors")
+    assert all(torch.equal(v, weights[k]) for k, v in run.model.state_dict().items())
+    resumed = train(cfg, tmp_path / "b")
+    assert resumed.steps == 6
+    a, b = load_file(uninterrupted.final), load_file(resumed.final)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def _same(x, y) -> bool:
+    if isinstance(x, dict):
+        return x.keys() == y.keys() and all(_same(x[k], y[k]) for k in x)
+    return torch.equal(x, y) if torch.is_tensor(x) else x == y
+
+
+def test_a_non_finite_loss_stops_with_step_and_part_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    original = task_module.compute_losses
+    calls = {"n": 0}
+
+    def poisoned(model, batch, text, cfg):
+        losses = original(model, batch, text, cfg)
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            losses["entity"] = losses["entity"] * float("nan")
+            losses["total"] = losses["contrast"] + losses["entity"]
+        return losses
+
+    monkeypatch.setattr("ovseg.engine.trainer.compute_losses", poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"step 3: loss 'entity' is nan.*step_00000002"):
+        train(small_cfg(extra=["train.max_steps=6", "checkpoint.every_steps=2"]), tmp_path)
+    latest = json.loads((tmp_path / "checkpoints" / "latest.json").read_text())
+    assert latest["step"] == 2
+
+
+def test_stage2_needs_a_stage1_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match="stage1_checkpoint"):
+        train(small_cfg(2, ["checkpoint.stage1_checkpoint=null", "train.max_steps=1"]), tmp_path)
+
+
+def test_stage2_gradients_skip_the_momentum_and_frozen_text_encoders(tmp_path):
+    stage1 = train(small_cfg(extra=["train.max_steps=1"]), tmp_path / "s1")
+    cfg = small_cfg(2, [f"checkpoint.stage1_checkpoint={stage1.final}", "train.max_steps=1"])
+    run = Run(cfg, tmp_path / "s2")
+    torch.testing.assert_close(run.model.img_encoder_momentum.pos_embed, run.model.img_encoder.pos_embed)
+    batch = run.to_device(next(iter(run.loader)))
+    losses = task_module.compute_losses(run.model, batch, run.text, cfg.model)
+    assert set(losses) >= {"contrast", "entity", "mask", "total"}
+    losses["total"].backward()
+    assert all(p.grad is None for p in run.model.img_encoder_momentum.parameters())
+    assert all(p.grad is None for p in run.model.text_encoder.parameters())
+    assert run.model.text_projector.linear_out.weight.grad is not None
+    assert run.model.img_encoder.layers[0].group_token.grad is not None
+
+
+def test_train_cli_smoke(tmp_path):
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "ovseg", "train", "--cfg", str(preset_path("quickstart/stage1")),
+            "--output", str(tmp_path), "--max-steps", "2", "--opts", *SMALL]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "trained 2 steps" in done.stdout
+    bad = subprocess.run(args[:-len(SMALL)] + ["model.nope=1"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "model.nope" in bad.stderr and "Traceback" not in bad.stderr
