@@ -84,5 +84,6 @@ def test_group_entity_loss_by_hand():
     s = torch.tensor(1.0)
     log_p = F.log_softmax(torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, -1.0]]), dim=-1)  # classes: bg, e0, e1
     explained = torch.stack([log_p[0, :2].logsumexp(0), log_p[1, :2].logsumexp(0)])
-    expected = -explained.mean() - torch.max(log_p[:, 1])
+    entropy = -(log_p.exp() * log_p).sum(-1).mean()
+    expected = -explained.mean() - torch.max(log_p[:, 1]) + entropy
     assert group_entity_loss(groups, prompts, background, present, s).item() == pytest.approx(expected.item())

@@ -49,6 +49,7 @@ class TextEncoderConfig:
     tokenizer: str | None = None  # default: the tokenizer of `name`
     max_length: int = 77
     pooling: str = "cls"
+    center_features: bool = False  # subtract the training captions' mean pooled feature (frozen encoders)
     fixed: bool = False
 
 

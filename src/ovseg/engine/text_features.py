@@ -30,10 +30,11 @@ class TextFeatures:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _run(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _run(self, texts: list[str], raw: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         ids, mask = tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
-        pooled, tokens = self.model.text_encoder(ids, mask)
+        encoder = self.model.text_encoder
+        pooled, tokens = encoder.encode_raw(ids, mask) if raw else encoder(ids, mask)
         return pooled, tokens, mask
 
     @torch.no_grad()
@@ -46,7 +47,7 @@ class TextFeatures:
             chunk = todo[start : start + self.batch]
             with torch.autocast(self.device.type, dtype=self.cache_dtype or torch.float32,
                                 enabled=self.cache_dtype is not None):
-                pooled, tokens, mask = self._run(chunk)
+                pooled, tokens, mask = self._run(chunk, raw=True)  # cached uncentred; centred on use
             for i, text in enumerate(chunk):
                 n = int(mask[i].sum())
                 self.cache[text] = (pooled[i].float().cpu(), tokens[i, :n].float().cpu())
@@ -78,7 +79,7 @@ class TextFeatures:
         if self.cache is None:
             return self._run(texts)
         self.warm(texts)
-        pooled = torch.stack([self.cache[t][0] for t in texts])
+        pooled = self.model.text_encoder.centre(torch.stack([self.cache[t][0] for t in texts]))
         seqs = [self.cache[t][1] for t in texts]
         tokens = pad_sequence(seqs, batch_first=True)
         mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in seqs], batch_first=True)

@@ -145,9 +145,18 @@ class Run:
         if cache_file:
             self.text.load(Path(cache_file))
         self.text.warm(texts)
+        self.set_text_center(list(captions()))
         if cache_file and D.is_main():
             self.text.save(Path(cache_file))
         log.info("encoded %d texts with the frozen text encoder in %.1f s", len(texts), time.perf_counter() - start)
+
+    def set_text_center(self, captions: list[str]) -> None:
+        """Centre the frozen text features on the training captions' mean (a buffer saved with the model)."""
+        encoder = self.model.text_encoder
+        if not encoder.center or self.state["step"] > 0:
+            return
+        pooled = torch.stack([self.text.cache[c][0] for c in captions])  # cached features are uncentred
+        encoder.feature_mean.copy_(pooled.mean(0).to(encoder.feature_mean))
 
     def resume(self) -> None:
         ckpt = self.cfg.checkpoint

@@ -7,7 +7,8 @@ caption, as prompts "a photo of a {entity}." — at the level of segments:
 * ``multi_label_loss``: GroupViT's multi-label prompt loss on the pooled embedding.
 * ``group_entity_loss``: multiple-instance learning with a learned background embedding: every segment
   must be explained by one of its caption's entities or by background (never by an entity absent from the
-  caption), and every entity of the caption must be claimed by at least one segment.
+  caption), every entity of the caption must be claimed by at least one segment, and each segment should
+  commit to one class (low entropy).
 """
 
 from __future__ import annotations
@@ -46,4 +47,7 @@ def group_entity_loss(groups: torch.Tensor, prompts: torch.Tensor, background: t
     explained = log_p.masked_fill(~allowed.unsqueeze(1), float("-inf")).logsumexp(-1)  # (B, G)
     claimed = log_p[..., 1:].amax(dim=1)  # (B, K): best segment for each entity
     cover = -(claimed[present]).mean() if present.any() else log_p.new_zeros(())
-    return -explained.mean() + cover
+    # each segment commits to one class: without this, every segment can spread its mass over all of the
+    # caption's entities (global context), which satisfies both terms without localising anything
+    entropy = -(log_p.exp() * log_p).sum(-1).mean()
+    return -explained.mean() + cover + entropy

@@ -59,7 +59,7 @@ class OVSegmentor(nn.Module):
             qkv_bias=ie.qkv_bias, drop_rate=ie.drop_rate, attn_drop_rate=ie.attn_drop_rate,
             drop_path_rate=ie.drop_path_rate, patch_norm=ie.patch_norm)
         transformer = build_hf_model(te.name, te.pretrained, dict(te.hf_overrides), te.attn_implementation)
-        self.text_encoder = TextEncoder(transformer, te.pooling)
+        self.text_encoder = TextEncoder(transformer, te.pooling, te.center_features)
         img_width, text_width = self.img_encoder.num_features, self.text_encoder.width
         proj = dict(inner_dim=cfg.proj_inner_dim, out_dim=cfg.output_dim, num_layers=cfg.proj_num_layers)
         self.img_projector = ProjectMLP(img_width, **proj)

@@ -102,17 +102,28 @@ class TextEncoder(nn.Module):
     states, pooled at [CLS] (position 0; the original's choice) or by a masked mean.
     """
 
-    def __init__(self, transformer: nn.Module, pooling: str = "cls"):
+    def __init__(self, transformer: nn.Module, pooling: str = "cls", center: bool = False):
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ConfigError(f"model.text_encoder.pooling: expected 'cls' or 'mean', got '{pooling}'")
         self.transformer = transformer
         self.pooling = pooling
         self.width = transformer.config.hidden_size
+        if center:  # mean pooled feature of the training captions, subtracted from every pooled output
+            self.register_buffer("feature_mean", torch.zeros(self.width))
+        self.center = center
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled, tokens = self.encode_raw(input_ids, attention_mask)
+        return self.centre(pooled), tokens
+
+    def encode_raw(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled before centring, last hidden states)."""
         tokens = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
             return tokens[:, 0], tokens
         mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
         return (tokens * mask).sum(1) / mask.sum(1).clamp(min=1), tokens
+
+    def centre(self, pooled: torch.Tensor) -> torch.Tensor:
+        return pooled - self.feature_mean.to(pooled.dtype) if self.center else pooled
