@@ -162,13 +162,17 @@ def _compare_exact(entry: dict, got: torch.Tensor, ref: torch.Tensor) -> Row:
                note + (f"{bad} value(s) differ" if bad else ""))
 
 
-def verify_reference(folder: str | Path) -> list[Row]:
-    """All rows for a reference folder (tokenizer checks first, then every manifest output)."""
+def verify_reference(folder: str | Path, device: str = "cpu") -> list[Row]:
+    """All rows for a reference folder (tokenizer checks first, then every manifest output), computed on
+    ``device`` and compared on the CPU."""
     folder = Path(folder)
     config, manifest, weights, io = _read_folder(folder)
-    model = build_reference_model(config["model"] and config, weights)
+    # the reference is float32: no TF32 shortcuts in cuDNN convolutions or matmuls on GPUs
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    model = build_reference_model(config, weights).to(device)
     rows = check_tokenizer(model.cfg.text_encoder.name, manifest, io)
-    got = compute_all(model, config, manifest, io)
+    got = compute_all(model, config, manifest, {k: v.to(device) for k, v in io.items()})
+    got = {k: v.detach().cpu() for k, v in got.items()}
     for entry in manifest["outputs"]:
         if entry["name"] not in io:
             rows.append(Row(entry["name"], tuple(entry["shape"]), None, "-", "missing", "absent from io.safetensors"))

@@ -1,0 +1,111 @@
+"""Training speed: samples/s, model FLOPs per sample (counted) and MFU of stage-1 and stage-2 steps.
+
+The paper's model (ViT-B/16 + BERT-base, random weights, BERT trainable in stage 1 and frozen in stage 2),
+224x224 images, captions from the embedded dataset's grammar (questions/answers by the paper's entity
+vocabulary), AdamW (fused on CUDA), bf16 autocast on CUDA. FLOPs are counted with
+torch.utils.flop_counter over one full step (forward + backward); MFU = FLOPs/sample x samples/s / peak,
+with the peak stated in the output (H100 SXM dense bf16: 989.4 TFLOP/s; pass --peak-tflops otherwise).
+
+    python benchmarks/bench_train.py --device cuda --stage 1 --batch 128
+    python benchmarks/bench_train.py --device cpu --preset quickstart/stage1 --batch 128 --image-size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ovseg.config import load_config
+from ovseg.data.collate import CaptionCollator
+from ovseg.data.entities import EntityExtractor
+from ovseg.data.scenes.dataset import sample_scene
+from ovseg.engine.optim import build_optimizer
+from ovseg.engine.task import compute_losses
+from ovseg.engine.text_features import TextFeatures
+from ovseg.factory import create_model, preset_path
+from ovseg.model.text import build_tokenizer
+
+PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
+
+
+def batch_of(cfg, size: int, image_size: int, device: torch.device, stage: int) -> dict:
+    rng = random.Random(0)
+    captions = [sample_scene(rng).caption.replace("ball", "dog").replace("box", "car") for _ in range(size)]
+    items = [{"image": torch.randn(3, image_size, image_size), "caption": c, "index": i, "entities": []}
+             for i, c in enumerate(captions)]
+    if stage == 2:
+        for it in items:
+            it["cross_image"], it["cross_entity"] = torch.randn(3, image_size, image_size), "dog"
+    extractor = EntityExtractor() if cfg.model.use_entityloss else None
+    batch = CaptionCollator(extractor, cfg.data.answer_templates, cfg.data.cross_entity_template)(items)
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--preset", default="ovsegmentor/vit_b16_bert_8g")
+    p.add_argument("--stage", type=int, default=1)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="auto")
+    p.add_argument("--peak-tflops", type=float, default=None)
+    p.add_argument("--opts", nargs="*", default=[])
+    args = p.parse_args()
+    device = torch.device(args.device)
+    opts = ["model.use_entityloss=true", *(["model.use_maskloss=true", "model.text_encoder.fixed=true"]
+                                           if args.stage == 2 else []), *args.opts]
+    cfg = load_config(preset_path(args.preset), opts)
+    torch.manual_seed(0)
+    model = create_model(cfg).to(device).train()
+    te = cfg.model.text_encoder
+    text = TextFeatures(model, build_tokenizer(te.name, te.tokenizer), te.max_length, cache=False)
+    optimizer = build_optimizer(model, cfg.train, 1e-4)
+    batch = batch_of(cfg, args.batch, args.image_size, device, args.stage)
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            losses = compute_losses(model, batch, text, cfg.model)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if cfg.model.use_maskloss:
+            model.momentum_update()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops_per_sample = counter.get_total_flops() / args.batch
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    rate = args.steps * args.batch / (time.perf_counter() - start)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    memory = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps({"device": name, "preset": args.preset, "stage": args.stage, "batch": args.batch,
+                      "image_size": args.image_size, "bf16": bf16, "samples_per_s": rate,
+                      "gflops_per_sample": flops_per_sample / 1e9, "peak_tflops": peak,
+                      "mfu": flops_per_sample * rate / (peak * 1e12) if peak else None, "peak_mb": memory,
+                      "torch": torch.__version__}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
