@@ -155,3 +155,14 @@ def test_a_checkpoint_needing_arbitrary_code_is_refused(tmp_path):
     result = cli("convert", str(path), str(tmp_path / "o.safetensors"))
     one_line_error(result, "evil.pth", "refused", "arbitrary code")
     assert "this would run" not in result.stdout
+
+
+def test_format_is_recognised_whatever_the_header_length_byte(tmp_path):
+    from ovseg.checkpoint import sniff_format
+
+    for pad in range(0, 264):  # header lengths (multiples of 8) whose low byte is 0x80 ('\x80' = pickle) or 0x50 ('P')
+        path = tmp_path / f"w{pad}.safetensors"
+        from safetensors.torch import save_file
+
+        save_file({"x" * (pad + 1): torch.zeros(1)}, path, metadata={"format": "ovseg/1"})
+        assert sniff_format(path) == "safetensors", pad

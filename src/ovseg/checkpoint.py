@@ -81,13 +81,11 @@ def sniff_format(path: str | Path) -> str:
         head = f.read(16)
     if len(head) < 8:
         raise CheckpointError(f"{path}: file is empty or truncated ({len(head)} bytes)")
-    if head[:2] == b"PK":
-        return "torch"
-    if head[:1] == b"\x80":
-        return "torch"
     header_len = int.from_bytes(head[:8], "little")
-    if head[8:9] == b"{" and 0 < header_len < 100_000_000:
+    if head[8:9] == b"{" and 0 < header_len < 100_000_000:  # checked first: a length byte may be 0x80 or "PK"
         return "safetensors"
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch zip archive, or a legacy pickle
+        return "torch"
     raise CheckpointError(f"{path}: not a checkpoint (neither a torch .pth nor a safetensors file)")
 
 

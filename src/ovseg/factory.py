@@ -90,7 +90,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", training: b
     else:
         ckpt = read_official(path)
         if "model" not in ckpt or not isinstance(ckpt["model"], dict):
-            raise CheckpointError(f"{path}: no 'model' state dict inside (keys: {', '.join(map(str, ckpt))})")
+            keys = ", ".join(map(str, list(ckpt)[:5])) + (", …" if len(ckpt) > 5 else "")
+            raise CheckpointError(f"{path}: no 'model' state dict inside (top-level keys: {keys})")
         state_dict, official_cfg = ckpt["model"], ckpt.get("config")
     try:
         model_cfg = model_config_from_official(official_cfg, state_dict, training)
