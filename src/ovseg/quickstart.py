@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 from PIL import Image
 
 from .checkpoint import atomic_write
@@ -148,6 +147,3 @@ def format_table(report: dict) -> str:
 def _pct(value: float | None) -> str:
     return "-" if value is None or value != value else f"{value:.1f}"
 
-
-def config_yaml(cfg) -> str:
-    return OmegaConf.to_yaml(cfg)

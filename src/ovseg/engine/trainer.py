@@ -268,7 +268,7 @@ def train(cfg: DictConfig, output: str | Path | None = None) -> TrainResult:
                 check_finite(parts, step, output)
                 rate, tick, seen = seen * D.world_size() / (time.perf_counter() - tick), time.perf_counter(), 0
                 record = {"step": step, "epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"],
-                          "logit_scale": float(run.model.scale()), "samples_per_s": rate,
+                          "logit_scale": float(run.model.scale().detach()), "samples_per_s": rate,
                           **{f"loss_{k}": float(v) for k, v in parts.items()}}
                 run.log(record)
                 bar.set_postfix(loss=f"{record['loss_total']:.3f}", rate=f"{rate:.0f}/s")

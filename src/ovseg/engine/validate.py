@@ -6,6 +6,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..config import schema
+from ..evaluation.metrics import ConfusionMatrix
 from ..inference import Segmenter
 from ..model import OVSegmentor
 
@@ -18,20 +19,6 @@ def scene_seg_config(image_size: int, template: str = "simple", background: str 
     return cfg
 
 
-def confusion(gt: torch.Tensor, pred: torch.Tensor, num_classes: int, ignore: int = 255) -> torch.Tensor:
-    """(C, C) counts, rows = ground truth, columns = prediction; ``ignore`` pixels skipped."""
-    keep = gt != ignore
-    return torch.bincount(gt[keep] * num_classes + pred[keep], minlength=num_classes**2).reshape(num_classes, -1)
-
-
-def iou_from_confusion(matrix: torch.Tensor) -> torch.Tensor:
-    """Per-class IoU (NaN for classes absent from both ground truth and prediction)."""
-    matrix = matrix.double()
-    inter = matrix.diag()
-    union = matrix.sum(0) + matrix.sum(1) - inter
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.full_like(inter, float("nan")))
-
-
 @torch.no_grad()
 def evaluate_scenes(model: OVSegmentor, dataset, class_names: list[str], thresholds: list[float],
                     image_size: int, template: str = "simple", background: str = "threshold") -> dict[float, dict]:
@@ -39,20 +26,18 @@ def evaluate_scenes(model: OVSegmentor, dataset, class_names: list[str], thresho
     was_training = model.training
     segmenter = Segmenter(model.eval(), scene_seg_config(image_size, template, background))
     thresholds = thresholds if background == "threshold" else [0.0]
-    n = len(class_names) + 1
-    matrices = {t: torch.zeros(n, n, dtype=torch.long) for t in thresholds}
+    names = ["background"] + list(class_names)
+    matrices = {t: ConfusionMatrix(len(names)) for t in thresholds}
     for i in range(len(dataset)):
         image, labels = dataset.render(i)
-        gt = torch.from_numpy(labels).long().flatten()
+        gt = torch.from_numpy(labels).long()
         for t in thresholds:
-            pred = segmenter.predict(image, class_names, bg_thresh=t)
-            matrices[t] += confusion(gt, pred.labels.flatten(), n)
+            matrices[t].update(segmenter.predict(image, class_names, bg_thresh=t).labels, gt)
     model.train(was_training)
-    names = ["background"] + list(class_names)
     results = {}
     for t, matrix in matrices.items():
-        iou = iou_from_confusion(matrix)
-        results[t] = {"miou": float(torch.nanmean(iou)) * 100,
-                      "per_class_iou": {name: float(v) * 100 for name, v in zip(names, iou, strict=False)}}
+        scores = matrix.scores()
+        results[t] = {"miou": scores.miou * 100,
+                      "per_class_iou": {name: float(v) * 100 for name, v in zip(names, scores.iou, strict=True)}}
     return results
 

@@ -21,7 +21,7 @@ from ..model import OVSegmentor, class_embeddings
 Tensors = dict[str, torch.Tensor]
 
 
-def _taps(model: OVSegmentor) -> tuple[dict[str, torch.Tensor], Callable[[], None]]:
+def debug_taps(model: OVSegmentor) -> tuple[dict[str, torch.Tensor], Callable[[], None]]:
     """Forward hooks that record the debug taps of the reference (tap.*)."""
     enc, store, handles = model.img_encoder, {}, []
 

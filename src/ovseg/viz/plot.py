@@ -25,7 +25,7 @@ def line_chart(series: Series, title: str, width: int = 640, height: int = 320) 
     """One panel: every series as a coloured polyline, axes with ticks, a title and a legend."""
     image = Image.new("RGB", (width, height), "white")
     draw, font = ImageDraw.Draw(image), load_font(12)
-    left, right, top, bottom = 56, width - 12, 28, height - 32
+    left, right, top, bottom = 56, width - 28, 28, height - 32
     xs = [x for s in series.values() for x in s[0]]
     ys = [y for s in series.values() for y in s[1] if math.isfinite(y)]
     draw.text((left, 6), title, fill="black", font=font)
