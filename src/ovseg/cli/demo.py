@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import OvsegError
+from .common import resolve_device
 
 HELP = "Segment every image of a folder with any vocabulary and write pictures for each --vis mode."
 EXAMPLE = ("ovseg demo --resume ovsegmentor.pth --image_folder photos/ --output_folder out/ "
@@ -63,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     find_images(args.image_folder, args.recursive, exclude=args.output_folder)  # an empty folder fails now
     seg_cfg, model_opts = _seg_config(args.cfg, vocab, args.opts)
     options.bg_thresh = _bg_thresh(args.bg_thresh, seg_cfg.bg_thresh)
-    segmenter = Segmenter.from_checkpoint(args.resume, device=_device(args.device), seg_cfg=seg_cfg, opts=model_opts)
+    device = resolve_device(args.device)
+    segmenter = Segmenter.from_checkpoint(args.resume, device=device, seg_cfg=seg_cfg, opts=model_opts)
     summary = run_demo(segmenter, args.image_folder, args.output_folder, options, args.recursive, _progress)
     failed = len(summary.failed)
     print(f"{summary.done} image{'' if summary.done == 1 else 's'} done, {failed} failed, "
@@ -111,16 +113,6 @@ def _bg_thresh(value: str | None, default: float | None) -> float | None:
     if not 0.0 <= thresh <= 1.0:
         raise OvsegError(f"--bg-thresh: expected a number in [0, 1] or 'none', got '{value}'")
     return thresh
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise OvsegError(f"--device {name}: CUDA is not available here (use --device cpu)")
-    return name
 
 
 def main(argv: list[str] | None = None) -> int:

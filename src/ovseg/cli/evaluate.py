@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import resolve_device
+
 HELP = ("Zero-shot mIoU on a benchmark (voc, context, coco_object, ade20k; voc20, context59, coco_stuff, "
         "cityscapes) with the paper's harness.")
 EXAMPLE = "ovseg eval --dataset voc --data-root data/VOCdevkit/VOC2012 --resume ovsegmentor.pth --output out/voc"
@@ -29,14 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..evaluation import evaluate, load_eval_config
     from ..inference import Segmenter
 
     opts = list(args.opts) + ([f"evaluate.seg.batch_crops={args.batch_crops}"] if args.batch_crops else [])
     cfg = load_eval_config(args.dataset, args.cfg, opts)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     seg = Segmenter.from_checkpoint(args.resume, device=device, seg_cfg=cfg.evaluate.seg,
                                     opts=[o for o in opts if o.startswith("model.")])
     result = evaluate(seg, data_root=args.data_root, limit=args.limit, output_dir=args.output,

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 from ..errors import OvsegError
+from .common import resolve_device
 
 HELP = "Start a local web page: upload a photo, type classes, see the segmentation (pip install 'ovseg[web]')."
 EXAMPLE = "ovseg serve --resume ovsegmentor.pth    # then open http://127.0.0.1:7860"
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     app_module = _import_app()
     limits = WebLimits(max_upload_mb=args.max_upload_mb, max_pixels=int(args.max_pixels))
-    session = WebSession(Segmenter.from_checkpoint(args.resume, device=_device(args.device)), limits)
+    session = WebSession(Segmenter.from_checkpoint(args.resume, device=resolve_device(args.device)), limits)
     app = app_module.build_app(session, title=Path(args.resume).name)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up checks of the local URL
     if not _is_loopback(args.host):
@@ -76,13 +77,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise OvsegError(f"--device {name}: CUDA is not available here (use --device cpu)")
-    return name
