@@ -53,20 +53,20 @@ def run_quickstart(options: QuickstartOptions) -> dict:
                           [f"output={out / 'stage2'}", f"checkpoint.stage1_checkpoint={start_from}", *common])
         result = train(cfg, out / "stage2")
     train_seconds = time.perf_counter() - start
-    report = evaluate_test(cfg, result)
+    model, _ = load_model(result.best or result.final)
+    report = evaluate_test(model, cfg, result)
     report.update(seconds=time.perf_counter() - start, train_seconds=train_seconds,
                   stage1_val_miou=stage1.best_val_miou, stages=2 if options.stage2 else 1,
                   shuffle_captions=options.shuffle_captions, checkpoint=str(result.best or result.final),
                   settings={"stage1": to_container(cfg1), "stage2": to_container(cfg) if options.stage2 else None})
     write_plot(out, ["stage1", "stage2"] if options.stage2 else ["stage1"])
-    write_overlays(out, cfg, result, options.overlays)
+    write_overlays(out, model, cfg, result, options.overlays)
     atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1)))
     return report
 
 
-def evaluate_test(cfg, result: TrainResult) -> dict:
+def evaluate_test(model, cfg, result: TrainResult) -> dict:
     """Test-split mIoU with category names and with held-out synonyms (threshold chosen on validation)."""
-    model, _ = load_model(result.best or result.final)
     test = scene_split(cfg, "test")
     seg = cfg.evaluate.seg
     thresh = result.best_bg_thresh if result.best_bg_thresh is not None else seg.bg_thresh
@@ -104,11 +104,10 @@ def write_plot(out: Path, stages: list[str]) -> Path:
     return path
 
 
-def write_overlays(out: Path, cfg, result: TrainResult, count: int, zoom: int = 4) -> list[Path]:
+def write_overlays(out: Path, model, cfg, result: TrainResult, count: int, zoom: int = 4) -> list[Path]:
     """overlays/test_XXX.png: input | ground truth | prediction, with a legend."""
     if count <= 0:
         return []
-    model, _ = load_model(result.best or result.final)
     seg_cfg = scene_seg_config(cfg.data.image_size, cfg.evaluate.seg.template, cfg.evaluate.seg.background)
     segmenter, test = Segmenter(model, seg_cfg), scene_split(cfg, "test")
     names = ["background", *class_names()]
