@@ -121,6 +121,7 @@ class ScenesConfig:
     colour_word_prob: float = 0.3
     synonym_prob: float = 0.3
     relation_prob: float = 0.4
+    clutter: float = 1.0  # background texture and clutter strength (0: plain backgrounds)
 
 
 @dataclass

@@ -82,10 +82,10 @@ def _colour(cat: int, rng: random.Random) -> str:
     return rng.choice(CATEGORIES[cat].colours) if rng.random() < 0.75 else rng.choice(list(COLOURS))
 
 
-def render(scene: Scene, size: int, rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
+def render(scene: Scene, size: int, rng: random.Random, clutter: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """(size, size, 3) uint8 image and (size, size) uint8 labels; layouts satisfy the caption."""
     np_rng = np.random.default_rng(rng.getrandbits(63))
-    image = _background(size, np_rng, rng)
+    image = _background(size, np_rng, rng, clutter)
     for _ in range(30):
         placed = _layout(scene, size, rng)
         if placed is not None:
@@ -129,20 +129,21 @@ def _relation_holds(scene: Scene, centres: list[tuple[float, float]], size: int)
     return min(math.dist(p, q) for p in pa for q in pb) < 0.55 * size
 
 
-def _background(size: int, np_rng: np.random.Generator, rng: random.Random) -> np.ndarray:
-    """Smooth colour field + a periodic texture + thin clutter strokes, float (size, size, 3)."""
+def _background(size: int, np_rng: np.random.Generator, rng: random.Random, strength: float = 1.0) -> np.ndarray:
+    """Smooth colour field + a periodic texture + thin clutter strokes, float (size, size, 3); ``strength``
+    scales the texture amplitudes and the number of strokes (0: a plain, slightly noisy background)."""
     base = np_rng.uniform(50, 200, 3)
-    field = np_rng.normal(0, 28, (4, 4, 3))
+    field = np_rng.normal(0, 28 * strength, (4, 4, 3))
     field = np.asarray(Image.fromarray(np.uint8(np.clip(field + 128, 0, 255))).resize((size, size), Image.BILINEAR))
     image = base + field.astype(np.float32) - 128
     yy, xx = np.mgrid[0:size, 0:size] / size
     theta, freq = np_rng.uniform(0, np.pi), np_rng.uniform(4, 14)
     wave = np.sin(2 * np.pi * freq * (xx * np.cos(theta) + yy * np.sin(theta)))
-    image += (np_rng.uniform(8, 26) * wave)[..., None] * np_rng.choice([-1, 1], 3)
+    image += (strength * np_rng.uniform(8, 26) * wave)[..., None] * np_rng.choice([-1, 1], 3)
     clutter = Image.new("RGB", (size, size))
     mask = Image.new("L", (size, size))
     draw, draw_mask = ImageDraw.Draw(clutter), ImageDraw.Draw(mask)
-    for _ in range(rng.randint(3, 9)):
+    for _ in range(round(rng.randint(3, 9) * strength)):
         pts = [tuple(np_rng.uniform(0, size, 2)) for _ in range(2)]
         colour = tuple(int(v) for v in np_rng.uniform(0, 255, 3))
         width = rng.randint(1, 2)
@@ -171,6 +172,7 @@ class CaptionedScenes(torch.utils.data.Dataset):
     """
 
     def __init__(self, split: str = "train", size: int = 4096, image_size: int = 64, seed: int = 0,
+                 clutter: float = 1.0,
                  colour_word_prob: float = 0.3, synonym_prob: float = 0.3, relation_prob: float = 0.4):
         if split not in SPLIT_SEEDS:
             raise ValueError(f"split must be one of {', '.join(SPLIT_SEEDS)}")
@@ -178,6 +180,7 @@ class CaptionedScenes(torch.utils.data.Dataset):
         self.seed = seed + SPLIT_SEEDS[split]
         self.epoch = 0
         probs = dict(colour_word_prob=colour_word_prob, synonym_prob=synonym_prob, relation_prob=relation_prob)
+        self.clutter = clutter
         self.scenes = [sample_scene(random.Random(f"{self.seed}/scene/{i}"), **probs) for i in range(size)]
 
     def set_epoch(self, epoch: int) -> None:
@@ -189,7 +192,8 @@ class CaptionedScenes(torch.utils.data.Dataset):
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         epoch = self.epoch if self.split == "train" else 0
-        return render(self.scenes[index], self.image_size, random.Random(f"{self.seed}/layout/{index}/{epoch}"))
+        rng = random.Random(f"{self.seed}/layout/{index}/{epoch}")
+        return render(self.scenes[index], self.image_size, rng, self.clutter)
 
     def entities_of(self, index: int) -> list[str]:
         return self.scenes[index].entities
@@ -200,7 +204,7 @@ class CaptionedScenes(torch.utils.data.Dataset):
     def partner_image(self, index: int) -> torch.Tensor:
         """Scene ``index`` in an independent layout (stage 2's cross image)."""
         rng = random.Random(f"{self.seed}/partner/{index}/{self.epoch}")
-        image, _ = render(self.scenes[index], self.image_size, rng)
+        image, _ = render(self.scenes[index], self.image_size, rng, self.clutter)
         return normalize(torch.from_numpy(image).permute(2, 0, 1).float())
 
     def __getitem__(self, index: int) -> dict:
