@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Train OVSegmentor (stage 1 or 2, from the config) on one process or under torchrun."
+HELP = "Train OVSegmentor (stage 1 or 2, from the config) on one process, CPU or GPU."
 EXAMPLE = "ovseg train --cfg configs/quickstart/stage1.yml --output runs/s1 --opts train.max_steps=100"
 
 

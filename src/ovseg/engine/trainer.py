@@ -1,4 +1,5 @@
-"""The training engine: both stages, one process or many (torchrun), CPU or GPU.
+"""The training engine: both stages, CPU or GPU (multi-process launch with torchrun is not wired up yet:
+the distributed helpers, gathers and SyncBatchNorm take effect once a process group is initialised).
 
 ``train(cfg)`` builds the model (stage 2 starts from ``checkpoint.stage1_checkpoint``), runs AdamW with the
 original's cosine schedule and linear lr scaling, bf16 autocast where configured, gradient accumulation
