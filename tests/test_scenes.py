@@ -77,3 +77,14 @@ def test_user_vocabulary_file_with_duplicates_is_refused(tmp_path):
         EntityVocabulary.load(path)
     path.write_text('{"entities": ["teddy bear"], "synonyms": {"teddy": "teddy bear"}}')
     assert EntityExtractor(EntityVocabulary.load(path)).entities("two teddy bears and a teddy") == ["teddy bear"]
+
+
+def test_a_fully_hidden_instance_does_not_break_rendering():
+    from ovseg.data.scenes.dataset import _paint
+
+    image = np.zeros((8, 8, 3), np.float32)
+    _paint(image, np.zeros((8, 8), bool), (255, 0, 0), np.random.default_rng(0))
+    assert not image.any()
+    ds = CaptionedScenes("train", size=300, image_size=32, clutter=0.0)
+    for i in range(300):
+        ds.render(i)

@@ -157,6 +157,8 @@ def _background(size: int, np_rng: np.random.Generator, rng: random.Random, stre
 def _paint(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], np_rng: np.random.Generator) -> None:
     """Fill ``mask`` with ``colour``, a soft lighting gradient and pixel noise."""
     ys, xs = np.nonzero(mask)
+    if len(ys) == 0:  # fully hidden (only in the rare fallback layout that skips the visibility check)
+        return
     angle = np_rng.uniform(0, 2 * np.pi)
     ramp = (xs * np.cos(angle) + ys * np.sin(angle)).astype(np.float32)
     ramp = (ramp - ramp.mean()) / (np.ptp(ramp) + 1e-6)
