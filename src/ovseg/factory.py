@@ -62,8 +62,7 @@ def model_config_from_official(ckpt_config: dict | None, state_dict: dict[str, t
                                training: bool) -> DictConfig:
     """ovseg ``model`` config for official weights; an eval build drops the training-only parts."""
     official = (ckpt_config or {}).get("model") or {}
-    values = official_model_config(official, state_dict) if official else official_model_config(
-        {"img_encoder": {}}, state_dict)
+    values = official_model_config(official, state_dict)
     if not training:
         values.update(use_entityloss=False, use_maskloss=False)
     return merge_checked(schema().model, values, "official checkpoint config")
