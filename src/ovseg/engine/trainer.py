@@ -275,12 +275,12 @@ def train(cfg: DictConfig, output: str | Path | None = None) -> TrainResult:
                 bar.set_postfix(loss=f"{record['loss_total']:.3f}", rate=f"{rate:.0f}/s")
             if cfg.evaluate.val_every_steps and step % cfg.evaluate.val_every_steps == 0 and step < run.total:
                 run.validate()
-            if every and step % every == 0:
+            if every and step % every == 0 and step < run.total:  # the last step is saved after validation
                 run.save()
             if step >= run.total:
                 break
     bar.close()
-    run.validate()
+    run.validate()  # may update best_val_miou, so the final checkpoint is written after it
     run.save()
     final = output / "final.safetensors"
     if D.is_main():
