@@ -158,7 +158,9 @@ class TrainConfig:
     text_cache_bf16: bool = False  # fill the frozen-text feature cache under bf16 autocast
     text_cache_file: str | None = None  # keep frozen-text features on disk between runs
     log_every: int = 10
-    device: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda (one GPU per process: cuda:LOCAL_RANK under torchrun/srun)
+    dist_backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    dist_timeout_s: int = 600  # rendezvous and collective timeout: a missing rank fails after this, no hang
 
 
 @dataclass

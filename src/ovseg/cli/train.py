@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Train OVSegmentor (stage 1 or 2, from the config) on one process, CPU or GPU."
+HELP = ("Train OVSegmentor (stage 1 or 2, from the config) on CPU or GPU; launch it with torchrun or srun "
+        "for several processes or nodes.")
 EXAMPLE = "ovseg train --cfg configs/quickstart/stage1.yml --output runs/s1 --opts train.max_steps=100"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg", required=True, help="training config (YAML, `_base_` inheritance)")
-    p.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--opts", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="config overrides (may be given more than once)")
     p.add_argument("--output", help="output folder (default: the config's `output`)")
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (a short smoke run)")
     p.add_argument("--resume", help="resume from this run folder's checkpoints (default: auto-resume in --output)")

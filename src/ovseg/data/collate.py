@@ -20,15 +20,15 @@ class CaptionCollator:
         self.prefixes = [t.split("{}")[0] for t in get_templates(answer_templates)]
         self.cross_template = cross_entity_template
         self.seed = seed
+        self.epoch = 0  # set by the trainer before each epoch (workers receive a fresh copy per epoch)
 
     def __call__(self, items: list[dict]) -> dict:
         batch = {"image": torch.stack([it["image"] for it in items]),
                  "caption": [it["caption"] for it in items],
                  "index": torch.tensor([it["index"] for it in items])}
         if self.extractor is not None:
-            # seeded by the batch's samples, so that a resumed run draws the same prompts
-            rng = random.Random(f"{self.seed}/{[it['index'] for it in items]}")
-            qa = [self.extractor.question_answer(it["caption"], rng.choice(self.prefixes)) for it in items]
+            # seeded per sample and epoch: a resumed run, and any number of ranks, draw the same prompts
+            qa = [self.extractor.question_answer(it["caption"], self._prefix(it["index"])) for it in items]
             batch["question"] = [q for q, _, _ in qa]
             batch["answer"] = [a for _, a, _ in qa]
             batch["entities"] = [e for _, _, e in qa]
@@ -38,3 +38,6 @@ class CaptionCollator:
             batch["cross_image"] = torch.stack([it["cross_image"] for it in items])
             batch["cross_entity"] = [self.cross_template.format(it["cross_entity"]) for it in items]
         return batch
+
+    def _prefix(self, index: int) -> str:
+        return random.Random(f"{self.seed}/{index}/{self.epoch}").choice(self.prefixes)

@@ -8,12 +8,14 @@ from omegaconf import DictConfig
 from ..losses import (
     assignment_logits,
     contrastive_loss,
+    gather_with_grad,
     group_entity_loss,
     mask_consistency_loss,
     multi_label_loss,
     presence,
 )
 from ..model import OVSegmentor
+from . import distributed as D
 from .text_features import TextFeatures
 
 
@@ -45,18 +47,27 @@ def compute_losses(model: OVSegmentor, batch: dict, text: TextFeatures, cfg: Dic
 
 
 def group_losses(model: OVSegmentor, image, batch: dict, text: TextFeatures, cfg: DictConfig) -> dict:
-    """ovseg's optional losses on the caption entities' prompts ("a photo of a {entity}.")."""
-    vocabulary = sorted({e for names in batch["entities"] for e in names})
+    """ovseg's optional losses on the caption entities' prompts ("a photo of a {entity}.").
+
+    Distributed, they are computed over the global batch on every rank (features gathered with gradient):
+    the gather's backward sums the W ranks' copies and DDP divides by W, so the gradient is the global one.
+    """
+    entities, image_x, groups = batch["entities"], image.image_x, image.image_feat
+    if D.is_distributed():
+        entities = [names for part in D.gather_objects(entities) for names in part]
+        image_x = gather_with_grad(image_x)
+        groups = gather_with_grad(groups) if cfg.group_entity_weight > 0 else groups
+    vocabulary = sorted({e for names in entities for e in names})
     if not vocabulary:
         return {}
     pooled, _, _ = text.encode([cfg.entity_prompt.format(e) for e in vocabulary])
     prompts = model.text_projector(pooled)
-    present = presence(batch["entities"], vocabulary, prompts.device)
+    present = presence(entities, vocabulary, prompts.device)
     scale, out = model.scale(), {}
     if cfg.multi_label_weight > 0:
-        out["multi_label"] = multi_label_loss(image.image_x, prompts, present, scale)
+        out["multi_label"] = multi_label_loss(image_x, prompts, present, scale)
     if cfg.group_entity_weight > 0:
-        out["group_entity"] = group_entity_loss(image.image_feat, prompts, model.background_embedding, present, scale)
+        out["group_entity"] = group_entity_loss(groups, prompts, model.background_embedding, present, scale)
     return out
 
 

@@ -1,14 +1,22 @@
-"""The training engine: both stages, CPU or GPU (multi-process launch with torchrun is not wired up yet:
-the distributed helpers, gathers and SyncBatchNorm take effect once a process group is initialised).
+"""The training engine: both stages, one process or many (torchrun, srun), CPU (gloo) or GPU (NCCL).
 
 ``train(cfg)`` builds the model (stage 2 starts from ``checkpoint.stage1_checkpoint``), runs AdamW with the
 original's cosine schedule and linear lr scaling, bf16 autocast where configured, gradient accumulation
 and clipping, EMA updates of the momentum encoder, JSONL metrics and a progress bar, periodic validation
 with best-checkpoint selection (validation split only, never test), atomic checkpoints and auto-resume.
+
+Distributed training is built to equal one process over the concatenated batch: every world size draws
+the same global batches (one ``DistributedSampler`` permutation, split across ranks), contrastive negatives
+are gathered from every rank with gradient, the optional prompt losses run over the global batch,
+projection heads normalise over the global batch, and DDP averages gradients. Only stage 2's mask loss
+keeps the original's per-process normalisation (summed over the process's batch, spec §2.3), so there
+W processes equal one process with ``maskloss_weight / W``. Rank 0 logs, validates and writes checkpoints;
+every rank resumes from the checkpoint rank 0 names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -20,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..checkpoint import atomic_write
@@ -32,6 +42,7 @@ from ..model.text import build_tokenizer
 from . import distributed as D
 from .checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 from .optim import build_optimizer, lr_at, scaled_lrs, set_lr
+from .sync_batchnorm import convert_batchnorm
 from .task import compute_losses
 from .text_features import TextFeatures
 from .validate import evaluate_scenes
@@ -51,12 +62,6 @@ class TrainResult:
     best_val_miou: float | None
     best_bg_thresh: float | None
     steps: int
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -82,7 +87,7 @@ def build_model(cfg: DictConfig, device: torch.device) -> OVSegmentor:
             raise ConfigError(f"{path}: does not fit the stage-2 model ({len(bad)} keys differ, e.g. {bad[0]})")
         model.img_encoder_momentum.load_state_dict(model.img_encoder.state_dict())
     if D.is_distributed():
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = convert_batchnorm(model, device.type)
     return model.to(device).train()
 
 
@@ -99,23 +104,40 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class TrainStep(nn.Module):
+    """The losses of one batch as a module's forward, so that DDP can wrap it (it hooks ``forward``)."""
+
+    def __init__(self, model: OVSegmentor, text: TextFeatures, cfg: DictConfig):
+        super().__init__()
+        self.model, self.text, self.cfg = model, text, cfg
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        return compute_losses(self.model, batch, self.text, self.cfg)
+
+
 class Run:
     """Everything one training run holds; ``train`` drives it."""
 
     def __init__(self, cfg: DictConfig, output: Path):
         self.cfg, self.output = cfg, output
-        self.device = pick_device(cfg.train.device)
-        seed_everything(cfg.seed + D.rank())
+        t = cfg.train
+        self.device = D.init_from_environment(t.device, t.dist_backend, t.dist_timeout_s)
+        seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         self.model = build_model(cfg, self.device)
+        seed_everything(cfg.seed + D.rank())  # then independent randomness per rank (Gumbel noise, dropout)
         te = cfg.model.text_encoder
         self.text = TextFeatures(self.model, build_tokenizer(te.name, te.tokenizer), te.max_length, cache=te.fixed,
                                  cache_dtype=torch.bfloat16 if cfg.train.text_cache_bf16 else None)
+        self.step_module: nn.Module = TrainStep(self.model, self.text, cfg.model)
+        if D.is_distributed():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
         self.dataset = build_train_dataset(cfg)
         self.loader = self._loader()
         self.steps_per_epoch = max(1, len(self.loader) // cfg.train.accumulation_steps)
         self.total = cfg.train.max_steps or cfg.train.epochs * self.steps_per_epoch
         self.warmup = round(cfg.train.warmup_epochs * self.steps_per_epoch)
-        global_batch = cfg.data.batch_size * D.world_size() * cfg.train.accumulation_steps
+        self.global_batch = global_batch = cfg.data.batch_size * D.world_size() * cfg.train.accumulation_steps
         self.base_lr, self.warmup_lr, self.min_lr = scaled_lrs(cfg.train, global_batch)
         self.optimizer = build_optimizer(self.model, cfg.train, self.base_lr)
         self.amp = autocast_dtype(cfg.train.amp, self.device)
@@ -123,15 +145,20 @@ class Run:
         self.val_set = scene_split(cfg, "val") if cfg.data.type == "scenes" else None
 
     def _loader(self) -> torch.utils.data.DataLoader:
-        sampler = None
-        if D.is_distributed():
-            sampler = torch.utils.data.DistributedSampler(self.dataset, seed=self.cfg.seed, drop_last=True)
-        self.sampler = sampler
+        """Map-style data: one seeded permutation per epoch, split across ranks (rank r takes every W-th
+        sample), so any world size sees the same global batches. Streaming data split themselves."""
+        self.sampler = None
+        if not isinstance(self.dataset, torch.utils.data.IterableDataset):
+            self.sampler = torch.utils.data.DistributedSampler(
+                self.dataset, num_replicas=D.world_size(), rank=D.rank(), shuffle=True, seed=self.cfg.seed,
+                drop_last=True)
+        self.collator = build_collator(self.cfg, self.cfg.seed)
+        # workers are started per epoch (not persistent) so that they see the epoch set on dataset and collator
         return torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.cfg.data.batch_size, sampler=sampler, shuffle=sampler is None,
-            num_workers=self.cfg.data.num_workers, collate_fn=build_collator(self.cfg, self.cfg.seed + D.rank()),
-            drop_last=True, generator=torch.Generator().manual_seed(self.cfg.seed),
-            persistent_workers=self.cfg.data.num_workers > 0)
+            self.dataset, batch_size=self.cfg.data.batch_size, sampler=self.sampler,
+            num_workers=self.cfg.data.num_workers, collate_fn=self.collator, drop_last=True,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.cfg.seed))  # its own: never draws from the global RNG
 
     def warm_text_cache(self) -> None:
         """Encode every caption and question of a known caption pool at once (frozen text encoder only)."""
@@ -160,17 +187,40 @@ class Run:
         encoder.feature_mean.copy_(pooled.mean(0).to(encoder.feature_mean))
 
     def resume(self) -> None:
+        """Continue from the last checkpoint; rank 0 chooses it, so that every rank loads the same one."""
+        found = self._find_checkpoint() if D.is_main() else None
+        found = D.broadcast_object(found)
+        if isinstance(found, str):  # rank 0's error, raised on every rank
+            raise ConfigError(found)
+        if found:
+            self.state.update(load_training_checkpoint(*map(Path, found), self.model, self.optimizer))
+            self._rescale_schedule(found[0])
+            log.info("resumed from %s at step %d", found[0], self.state["step"])
+
+    def _find_checkpoint(self) -> tuple[str, str] | str | None:
         ckpt = self.cfg.checkpoint
         found = latest_checkpoint(self.output / "checkpoints") if ckpt.auto_resume else None
         if ckpt.resume:
             found = latest_checkpoint(Path(ckpt.resume)) if Path(ckpt.resume).is_dir() else None
             if found is None:
-                raise ConfigError(f"checkpoint.resume: no training checkpoint in {ckpt.resume}")
-        if found:
-            self.state.update(load_training_checkpoint(*found, self.model, self.optimizer))
-            log.info("resumed from %s at step %d", found[0], self.state["step"])
+                return f"checkpoint.resume: no training checkpoint in {ckpt.resume}"
+        return (str(found[0]), str(found[1])) if found else None
+
+    def _rescale_schedule(self, source: str) -> None:
+        """A checkpoint of another global batch (world size, batch or accumulation changed): keep the number
+        of samples seen, so the schedule and the data position continue where they were."""
+        saved = self.state.get("global_batch", self.global_batch)
+        if saved == self.global_batch:
+            return
+        step = round(self.state["step"] * saved / self.global_batch)
+        if D.is_main():
+            log.warning("%s was written with a global batch of %d (world size %s); this run has %d (world size %d): "
+                        "step %d becomes step %d (same samples seen)", source, saved, self.state.get("world_size"),
+                        self.global_batch, D.world_size(), self.state["step"], step)
+        self.state.update(step=step, epoch=step // self.steps_per_epoch)
 
     def save(self) -> Path | None:
+        self.state.update(global_batch=self.global_batch, world_size=D.world_size())
         if not D.is_main():
             return None
         return save_training_checkpoint(self.output / "checkpoints", self.model, self.cfg, self.optimizer,
@@ -181,7 +231,8 @@ class Run:
         for obj in (self.dataset, self.sampler):
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)
-        self.loader.generator.manual_seed(self.cfg.seed * 1000 + epoch)
+        self.collator.epoch = epoch
+        self.loader.generator.manual_seed(self.cfg.seed * 1000 + epoch)  # worker seeds, resumable
         done = (self.state["step"] - epoch * self.steps_per_epoch) * self.cfg.train.accumulation_steps
         for i, batch in enumerate(self.loader):
             if i >= done:
@@ -196,10 +247,14 @@ class Run:
         set_lr(self.optimizer, lr_at(step, self.total, self.warmup, self.base_lr, self.warmup_lr, self.min_lr))
         set_hard_assignment(self.model, step >= self.cfg.train.soft_assignment_fraction * self.total)
         parts: dict[str, torch.Tensor] = {}
-        for batch in batches:
-            with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-                losses = compute_losses(self.model, self.to_device(batch), self.text, self.cfg.model)
-            (losses["total"] / len(batches)).backward()
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1  # DDP averages gradients once, after the last micro-batch
+            sync = self.step_module.no_sync() if D.is_distributed() and not last else contextlib.nullcontext()
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.amp or torch.float32,
+                                    enabled=self.amp is not None):
+                    losses = self.step_module(self.to_device(batch))
+                (losses["total"] / len(batches)).backward()
             parts = {k: parts.get(k, 0) + v.detach() / len(batches) for k, v in losses.items()}
         if self.cfg.train.clip_grad > 0:
             parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_grad)
@@ -242,8 +297,22 @@ def check_finite(parts: dict[str, torch.Tensor], step: int, output: Path) -> Non
 
 
 def train(cfg: DictConfig, output: str | Path | None = None) -> TrainResult:
-    """Run (or resume) the training described by ``cfg``; checkpoints and metrics go to ``output``."""
-    output = Path(output or cfg.output)
+    """Run (or resume) the training described by ``cfg``; checkpoints and metrics go to ``output``.
+
+    Under torchrun or srun every process calls this; it joins the process group (and leaves it at the end
+    if it joined it here)."""
+    joins = not D.is_distributed()
+    D.init_from_environment(cfg.train.device, cfg.train.dist_backend, cfg.train.dist_timeout_s)
+    try:
+        result = _train(cfg, Path(output or cfg.output))
+        D.barrier()  # the other ranks wait for rank 0's final validation and checkpoint
+        return result
+    finally:
+        if joins:
+            D.shutdown()
+
+
+def _train(cfg: DictConfig, output: Path) -> TrainResult:
     output.mkdir(parents=True, exist_ok=True)
     if D.is_main():
         atomic_write(output / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp, resolve=True))
@@ -266,6 +335,7 @@ def train(cfg: DictConfig, output: str | Path | None = None) -> TrainResult:
             step, seen = run.state["step"], seen + cfg.data.batch_size * cfg_t.accumulation_steps
             bar.update(1)
             if step % cfg_t.log_every == 0 or step == run.total or (every and step % every == 0):
+                parts = D.mean_over_ranks(parts)  # every rank takes this branch: the steps agree
                 check_finite(parts, step, output)
                 rate, tick, seen = seen * D.world_size() / (time.perf_counter() - tick), time.perf_counter(), 0
                 record = {"step": step, "epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"],

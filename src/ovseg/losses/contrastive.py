@@ -19,9 +19,13 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     _, world = _world()
     if world == 1:
         return x
-    import torch.distributed.nn.functional as dist_fn
+    try:  # torch's functional collectives (differentiable: the backward sums the ranks' gradients)
+        from torch.distributed._functional_collectives import all_gather_single
+    except ImportError:  # older torch
+        import torch.distributed.nn.functional as dist_fn
 
-    return torch.cat(dist_fn.all_gather(x), dim=0)
+        return torch.cat(dist_fn.all_gather(x), dim=0)
+    return all_gather_single(x.contiguous(), 0, dist.group.WORLD)
 
 
 def contrastive_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
