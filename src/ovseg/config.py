@@ -101,6 +101,7 @@ class SegConfig:
     max_long_side: int = 2048
     batch_crops: int = 8
     background: str = "threshold"  # threshold (the original) | learned (needs model.learned_background)
+    precision: str = "fp32"  # fp32 (exact) | bf16-matmul (bf16 matrix products, fp32 elsewhere) | bf16 (autocast)
 
 
 @dataclass
@@ -126,7 +127,7 @@ class ScenesConfig:
 
 @dataclass
 class DataConfig:
-    type: str = "scenes"
+    type: str = "scenes"  # scenes (embedded, no files) | webdataset | csv | folder (caption corpora, docs/data.md)
     batch_size: int = 256  # per process
     num_workers: int = 0
     image_size: int = 224
@@ -136,6 +137,12 @@ class DataConfig:
     entity_vocabulary: str | None = None  # JSON file; default: the paper's 100 words / 73 entities
     legacy_entity_strip: bool = False  # reproduce the original's strip("'s") matching bug
     shuffle_captions: bool = False  # control experiment: pair every image with another image's caption
+    # caption corpora (data.type webdataset | csv | folder; docs/data.md). `ovseg prepare` output is the fast path
+    shards: str | None = None  # webdataset: a prepared folder, a folder of .tar, a .tar, or brace patterns joined by ::
+    meta_file: str | None = None  # csv: metafile with columns image_id, caption (+ optional pairindex, pairentity)
+    image_root: str | None = None  # csv: folder image_id is relative to (default: the metafile's); folder: the images
+    augment: str = "paper"  # paper (spec §2.5; stage 2: crop + flip) | none (centre square; tests); not for scenes
+    shuffle_buffer: int = 2000  # streaming: encoded samples shuffled locally after each epoch's shard shuffle
 
 
 @dataclass
@@ -161,6 +168,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda (one GPU per process: cuda:LOCAL_RANK under torchrun/srun)
     dist_backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
     dist_timeout_s: int = 600  # rendezvous and collective timeout: a missing rank fails after this, no hang
+    compile: bool = False  # torch.compile the image encoders and projection heads (BENCHMARKS.md: when it helps)
 
 
 @dataclass

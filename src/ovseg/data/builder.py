@@ -6,10 +6,15 @@ import torch
 from omegaconf import DictConfig
 
 from ..errors import ConfigError
+from .augment import TrainTransform
 from .collate import CaptionCollator
 from .entities import EntityExtractor, EntityVocabulary
 from .pairs import PairedDataset, PairIndex
+from .readers import open_source
 from .scenes.dataset import CaptionedScenes, entity_vocabulary
+from .streaming import StreamingCaptions
+
+CORPUS_TYPES = ("webdataset", "csv", "folder")
 
 
 class ShuffledCaptions(torch.utils.data.Dataset):
@@ -50,9 +55,14 @@ def scene_split(cfg: DictConfig, split: str) -> CaptionedScenes:
 
 
 def build_train_dataset(cfg: DictConfig):
-    """The training dataset; stage 2 (``model.use_maskloss``) adds a cross-image partner per sample."""
+    """The training dataset; stage 2 (``model.use_maskloss``) adds a cross-image partner per sample.
+
+    ``scenes``: a map-style dataset. ``webdataset``, ``csv``, ``folder``: a ``StreamingCaptions`` iterable
+    dataset that splits each epoch across ranks and DataLoader workers itself (see its docstring)."""
+    if cfg.data.type in CORPUS_TYPES:
+        return corpus_dataset(cfg)
     if cfg.data.type != "scenes":
-        raise ConfigError(f"data.type: '{cfg.data.type}' is not available yet (supported: scenes)")
+        raise ConfigError(f"data.type: '{cfg.data.type}' is not supported (scenes, {', '.join(CORPUS_TYPES)})")
     dataset = scene_split(cfg, "train")
     if cfg.data.shuffle_captions:
         dataset = ShuffledCaptions(dataset, cfg.seed)
@@ -60,6 +70,25 @@ def build_train_dataset(cfg: DictConfig):
         entities = [dataset.entities_of(i) for i in range(len(dataset))]
         dataset = PairedDataset(dataset, PairIndex(entities), seed=cfg.seed)
     return dataset
+
+
+def corpus_dataset(cfg: DictConfig, rank: int | None = None, world_size: int | None = None) -> StreamingCaptions:
+    """A caption corpus read by streaming; stage 2 needs partners (a prepared pair index, the metafile's
+    pairindex/pairentity columns, or, for small CSV/folder corpora, pairs drawn here from their entities)."""
+    d = cfg.data
+    if d.shuffle_captions:
+        raise ConfigError("data.shuffle_captions: available with data.type scenes only")
+    source = open_source(d.type, d.shards, d.meta_file, d.image_root)
+    extractor = entity_extractor(cfg)
+    stage = 2 if cfg.train.stage == 2 else 1
+    pair_transform = TrainTransform(d.image_size, d.augment, stage=2) if cfg.model.use_maskloss else None
+    if pair_transform is not None and not source.has_pairs:
+        if d.type == "webdataset":
+            raise ConfigError(f"data.shards: stage 2 needs the pair index of `ovseg prepare` (none in {d.shards})")
+        source.set_pairs(PairIndex([extractor.entities(source.caption_at(i)) for i in range(len(source))]))
+    return StreamingCaptions(source, TrainTransform(d.image_size, d.augment, stage=stage), seed=cfg.seed,
+                             shuffle_buffer=d.shuffle_buffer, extractor=extractor, pair_transform=pair_transform,
+                             rank=rank, world_size=world_size)
 
 
 def entity_extractor(cfg: DictConfig) -> EntityExtractor:

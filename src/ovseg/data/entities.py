@@ -23,6 +23,8 @@ IRREGULAR_PLURALS = {"man": "men", "woman": "women", "child": "children", "perso
                      "knife": "knives", "leaf": "leaves", "shelf": "shelves", "wolf": "wolves", "ski": "skis",
                      "skis": "skis", "people": "people", "children": "children", "men": "men", "women": "women"}
 _EDGE_PUNCT = "\"'“”‘’.,;:!?()[]{}<>*…"
+_WORD = re.compile(r"[^\s/,;&+|—–]+")  # words; separators inside a token split it
+_LEGACY_WORD = re.compile(r"\S+")  # the original's whitespace split
 
 
 def plural(word: str) -> str:
@@ -58,30 +60,54 @@ class EntityVocabulary:
         names), optional ``surface_words`` and ``synonyms`` {surface: canonical}."""
         path = Path(path) if path else PAPER_VOCABULARY
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
         except (OSError, ValueError) as e:
             raise OvsegError(f"{path}: cannot read the entity vocabulary ({e})") from e
-        entities = list(data.get("entities", []))
-        if not entities:
+        if not isinstance(data, dict) or not data.get("entities"):
             raise OvsegError(f"{path}: 'entities' is missing or empty")
-        duplicates = sorted({e for e in entities if entities.count(e) > 1})
-        if duplicates:
-            raise OvsegError(f"{path}: duplicate entities: {', '.join(duplicates)}")
-        synonyms = {w: w for w in data.get("surface_words", [])} | dict(data.get("synonyms", {}))
-        unknown = sorted({c for c in synonyms.values() if c not in entities} - set(entities))
-        synonyms = {w: c for w, c in synonyms.items() if c in entities} | {e: e for e in entities}
-        if unknown and not set(synonyms.values()):
-            raise OvsegError(f"{path}: synonyms map to unknown entities: {', '.join(unknown[:5])}")
+        entities, surface = list(data["entities"]), list(data.get("surface_words") or [])
+        _refuse_duplicates(path, "entities", entities)
+        _refuse_duplicates(path, "surface_words", surface)
+        synonyms = {w: w for w in surface} | dict(data.get("synonyms") or {})
+        unknown = sorted({c for c in synonyms.values() if c not in entities})
+        if unknown:
+            raise OvsegError(f"{path}: surface words or synonyms name unknown entities: {', '.join(unknown[:5])}")
+        synonyms |= {e: e for e in entities}
+        _refuse_case_clashes(path, synonyms)
         return cls(synonyms=synonyms, entities=entities)
 
     def lookup_table(self) -> dict[tuple[str, ...], str]:
         """Lower-case word n-grams (singular and plural) -> canonical entity."""
-        table: dict[tuple[str, ...], str] = {}
-        for surface, canonical in self.synonyms.items():
+        table = {tuple(surface.lower().split()): canonical for surface, canonical in self.synonyms.items()}
+        for surface, canonical in self.synonyms.items():  # plurals never override a word given as such
             words = surface.lower().split()
-            for form in (words, words[:-1] + [plural(words[-1])]):
-                table.setdefault(tuple(form), canonical)
+            table.setdefault(tuple(words[:-1] + [plural(words[-1])]), canonical)
         return table
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json object hook: a key given twice is an error (json would keep the last silently)."""
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ValueError(f"duplicate key: {', '.join(repeated)}")
+    return dict(pairs)
+
+
+def _refuse_duplicates(path: Path, name: str, values: list[str]) -> None:
+    duplicates = sorted({v for v in values if values.count(v) > 1})
+    if duplicates:
+        raise OvsegError(f"{path}: duplicate {name}: {', '.join(duplicates)}")
+
+
+def _refuse_case_clashes(path: Path, synonyms: dict[str, str]) -> None:
+    """Matching ignores case, so "Apple" and "apple" must not name different entities."""
+    seen: dict[str, tuple[str, str]] = {}
+    for word, entity in synonyms.items():
+        other = seen.setdefault(word.lower(), (word, entity))
+        if other[1] != entity:
+            raise OvsegError(f"{path}: '{other[0]}' and '{word}' differ only in case but map to different "
+                             f"entities ({other[1]}, {entity})")
 
 
 @dataclass
@@ -102,9 +128,15 @@ class EntityExtractor:
         self.max_words = max(len(k) for k in self.table)
         self.legacy_strip = legacy_strip
 
+    def spans(self, caption: str) -> list[tuple[int, int]]:
+        """[start, stop) of each word: split at whitespace and (except in legacy mode) at separators inside
+        a token, so "dog/cat", "cat,dog" and "a dog—" yield their words."""
+        pattern = _LEGACY_WORD if self.legacy_strip else _WORD
+        return [m.span() for m in pattern.finditer(caption)]
+
     def matches(self, caption: str) -> list[EntityMatch]:
-        """Mentions in order; the longest n-gram wins at each position."""
-        tokens = caption.split()
+        """Mentions in order (positions index ``spans``); the longest n-gram wins at each position."""
+        tokens = [caption[a:b] for a, b in self.spans(caption)]
         words = [self._legacy_word(t) if self.legacy_strip else normalise_token(t) for t in tokens]
         found, i = [], 0
         while i < len(words):
@@ -129,16 +161,21 @@ class EntityExtractor:
         return list(dict.fromkeys(m.entity for m in self.matches(caption)))
 
     def question_answer(self, caption: str, prefix: str = "a photo of a ") -> tuple[str, str, list[str]]:
-        """(caption with every entity word replaced by [MASK], prefix + "e1 and e2 …", entities)."""
-        tokens = caption.split()
-        if self.legacy_strip:
-            tokens = [t.strip("'s") for t in tokens]
-        matches = self.matches(caption)
-        for m in matches:
-            for i in range(m.start, m.stop):
-                tokens[i] = _mask_word(tokens[i])
+        """(caption with every entity word replaced by [MASK], prefix + "e1 and e2 …", entities); the question's
+        whitespace is normalised to single spaces."""
+        spans, matches = self.spans(caption), self.matches(caption)
+        masked = {i for m in matches for i in range(m.start, m.stop)}
+        if self.legacy_strip:  # the original writes every stripped word back
+            tokens = [caption[a:b].strip("'s") for a, b in spans]
+            question = " ".join(_mask_word(t) if i in masked else t for i, t in enumerate(tokens))
+        else:
+            question = caption
+            for i in sorted(masked, reverse=True):
+                a, b = spans[i]
+                question = question[:a] + _mask_word(caption[a:b]) + question[b:]
+            question = " ".join(question.split())
         entities = list(dict.fromkeys(m.entity for m in matches))
-        return " ".join(tokens), prefix + " and ".join(entities), entities
+        return question, prefix + " and ".join(entities), entities
 
 
 def _mask_word(token: str) -> str:

@@ -1,0 +1,185 @@
+"""Training augmentation of spec §2.5 without torchvision or timm (kornia ops, PIL crops).
+
+- stage 1 (the original's ``deit_aug``): RandomResizedCrop scale (0.08, 1) ratio (3/4, 4/3), horizontal
+  flip, RandAugment ``rand-m9-mstd0.5-inc1``, ImageNet normalisation, RandomErasing p 0.25 (pixel mode);
+- stage 2: RandomResizedCrop scale (0.4, 1), flip, normalisation;
+- ``none``: resize the short side and take the centre square (deterministic; tests, quick checks).
+
+Where it runs: per sample, in the DataLoader workers. The crop must precede batching (images differ in
+size) and, done first, lets the JPEG decoder skip resolution the crop does not need. RandAugment and
+erasing then run on the (1, 3, S, S) sample: measured on CPU, batching them gains < 2x for most ops and
+nothing for some, and per-sample keeps items in the form the collator expects (normalised float images).
+``RandAugment`` and ``RandomErasing`` take any batch size (and ``RandAugment`` any device), so they could
+move to the GPU later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from kornia.augmentation.random_generator import RectangleEraseGenerator, ResizedCropGenerator
+from kornia.enhance import (
+    adjust_contrast_with_mean_subtraction,
+    adjust_saturation_with_gray_subtraction,
+    equalize,
+    posterize,
+    sharpness,
+)
+from kornia.geometry.transform import rotate, shear, translate
+
+from ..errors import ConfigError
+from .decode import Box, decode_region
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MODES = ("paper", "none")
+
+
+_MEAN, _STD = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """(…, 3, H, W) in [0, 1] -> ImageNet-normalised."""
+    return (x - _MEAN.to(x)) / _STD.to(x)
+
+
+# ------------------------------------------------------------------------------------------- RandAugment
+def _signed(level: torch.Tensor) -> torch.Tensor:
+    """level with a random sign per sample (the symmetric ops of timm's RandAugment)."""
+    return level * torch.where(torch.rand_like(level) < 0.5, -1.0, 1.0)
+
+
+def _geometric(x: torch.Tensor, warp: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Warp with the uncovered area filled with the ImageNet mean pixel (timm's fill colour)."""
+    mean = _MEAN.to(x)
+    return warp(x - mean) + mean
+
+
+def _factor(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """Enhancement factor 1 ± 0.9·level (timm's "increasing" colour/contrast/brightness/sharpness)."""
+    return (1.0 + 0.9 * _signed(level)).to(x.dtype)
+
+
+def _shift(level: torch.Tensor, pixels: int, axis: int) -> torch.Tensor:
+    """(B, 2) offsets of ±level·pixels along ``axis`` (0: x, 1: y)."""
+    offsets = torch.zeros(len(level), 2, dtype=level.dtype, device=level.device)
+    offsets[:, axis] = _signed(level) * pixels
+    return offsets
+
+
+def _auto_contrast(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    lo, hi = x.amin((-2, -1), keepdim=True), x.amax((-2, -1), keepdim=True)
+    return torch.where(hi > lo, (x - lo) / (hi - lo).clamp_min(1e-6), x)
+
+
+# op name -> fn(x (B, 3, H, W) in [0, 1], level (B,) in [0, 1]); magnitudes of timm's "inc1" set at level 1:
+# rotate 30°, shear 0.3, translate 0.45 of the size, colour factors 1 ± 0.9, posterize 4 -> 0 bits, solarize
+# threshold 1 -> 0, solarize-add 110/255
+RAND_OPS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "auto_contrast": _auto_contrast,
+    "equalize": lambda x, lv: equalize(x),
+    "invert": lambda x, lv: 1.0 - x,
+    "rotate": lambda x, lv: _geometric(x, lambda y: rotate(y, 30.0 * _signed(lv).to(x.dtype))),
+    "posterize": lambda x, lv: posterize(x, (4 - (4 * lv).floor()).to(torch.int64)),  # 4 bits down to 0
+    "solarize": lambda x, lv: torch.where(x >= (1.0 - lv).view(-1, 1, 1, 1), 1.0 - x, x),
+    "solarize_add": lambda x, lv: torch.where(x < 0.5, (x + (110 / 255) * lv.view(-1, 1, 1, 1)).clamp(0, 1), x),
+    "color": lambda x, lv: adjust_saturation_with_gray_subtraction(x, _factor(x, lv)),
+    "contrast": lambda x, lv: adjust_contrast_with_mean_subtraction(x, _factor(x, lv)),
+    "brightness": lambda x, lv: (x * _factor(x, lv).view(-1, 1, 1, 1)).clamp(0, 1),
+    "sharpness": lambda x, lv: sharpness(x, _factor(x, lv)),
+    "shear_x": lambda x, lv: _geometric(x, lambda y: shear(y, _shift(0.3 * lv, 1, 0).to(x.dtype))),
+    "shear_y": lambda x, lv: _geometric(x, lambda y: shear(y, _shift(0.3 * lv, 1, 1).to(x.dtype))),
+    "translate_x": lambda x, lv: _geometric(x, lambda y: translate(y, _shift(0.45 * lv, x.shape[-1], 0).to(x.dtype))),
+    "translate_y": lambda x, lv: _geometric(x, lambda y: translate(y, _shift(0.45 * lv, x.shape[-2], 1).to(x.dtype))),
+}
+
+
+class RandAugment:
+    """timm's ``rand-m9-mstd0.5-inc1`` on a batch (B, 3, H, W) in [0, 1]: ``num_ops`` rounds; in each,
+    every sample draws one of the 15 ops (with replacement), applies it with probability ``prob`` at level
+    clip(N(magnitude, std), 0, 10) / 10."""
+
+    def __init__(self, num_ops: int = 2, magnitude: float = 9.0, std: float = 0.5, prob: float = 0.5):
+        self.num_ops, self.magnitude, self.std, self.prob = num_ops, magnitude, std, prob
+        self.names = list(RAND_OPS)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        for _ in range(self.num_ops):
+            op = torch.randint(len(self.names), (len(x),))
+            applied = torch.rand(len(x)) < self.prob
+            level = ((self.magnitude + self.std * torch.randn(len(x))).clamp(0, 10) / 10).to(x)
+            for k in op[applied].unique().tolist():
+                rows = torch.nonzero(applied & (op == k)).flatten()
+                x[rows] = RAND_OPS[self.names[k]](x[rows], level[rows]).clamp(0, 1)
+        return x
+
+
+class RandomErasing:
+    """timm's RandomErasing in pixel mode (one region) on normalised (B, 3, H, W): with probability ``p`` per
+    sample, a box drawn by kornia's rectangle-erase generator (area ``scale`` of the image, aspect ``ratio``)
+    is filled with per-pixel N(0, 1) noise."""
+
+    def __init__(self, p: float = 0.25, scale: tuple[float, float] = (0.02, 1 / 3),
+                 ratio: tuple[float, float] = (0.3, 3.3)):
+        self.p = p
+        self.generator = RectangleEraseGenerator(scale=scale, ratio=ratio)
+        self.generator.set_rng_device_and_dtype(torch.device("cpu"), torch.float32)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        rows = torch.nonzero(torch.rand(len(x)) < self.p).flatten().tolist()
+        if not rows:
+            return x
+        x = x.clone()
+        boxes = self.generator(torch.Size([len(rows), *x.shape[1:]]))
+        for k, i in enumerate(rows):
+            left, top = int(boxes["xs"][k]), int(boxes["ys"][k])
+            width, height = int(boxes["widths"][k]), int(boxes["heights"][k])
+            x[i, :, top: top + height, left: left + width] = torch.randn(x.shape[1], height, width, dtype=x.dtype)
+        return x
+
+
+# ------------------------------------------------------------------------------------------------ crops
+class RandomCrop:
+    """Box sampler of torchvision's RandomResizedCrop (kornia's generator: 10 tries, then a centre crop)."""
+
+    def __init__(self, size: int, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3)):
+        self.generator = ResizedCropGenerator((size, size), scale=scale, ratio=ratio)
+        self.generator.set_rng_device_and_dtype(torch.device("cpu"), torch.float32)
+
+    def __call__(self, width: int, height: int) -> Box:
+        src = self.generator(torch.Size([1, 3, height, width]))["src"][0]  # corners, inclusive pixels
+        (x0, y0), (x1, y1) = src[0].tolist(), src[2].tolist()
+        return x0, y0, x1 + 1, y1 + 1
+
+
+def centre_square(width: int, height: int) -> Box:
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    return left, top, left + side, top + side
+
+
+class TrainTransform:
+    """Encoded image bytes -> (3, size, size) normalised float tensor (see the module docstring)."""
+
+    def __init__(self, size: int, mode: str = "paper", stage: int = 1):
+        if mode not in MODES:
+            raise ConfigError(f"data.augment: expected one of {', '.join(MODES)}, got '{mode}'")
+        self.size, self.mode, self.stage = size, mode, stage
+        self.crop = RandomCrop(size, (0.08, 1.0) if stage == 1 else (0.4, 1.0)) if mode == "paper" else None
+        self.rand_augment = RandAugment() if mode == "paper" and stage == 1 else None
+        self.eraser = RandomErasing(p=0.25) if self.rand_augment else None
+
+    def __call__(self, data: bytes, where: str = "") -> torch.Tensor:
+        pixels = decode_region(data, self.crop or centre_square, self.size, where)
+        if self.crop is not None and torch.rand(()) < 0.5:
+            pixels = pixels[:, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255).unsqueeze(0)
+        if self.rand_augment is not None:
+            x = self.rand_augment(x)
+        x = normalize(x)
+        if self.eraser is not None:
+            x = self.eraser(x)
+        return x[0]
