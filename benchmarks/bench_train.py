@@ -25,6 +25,7 @@ from ovseg.config import load_config
 from ovseg.data.collate import CaptionCollator
 from ovseg.data.entities import EntityExtractor
 from ovseg.data.scenes.dataset import sample_scene
+from ovseg.engine.compilation import compile_hot_modules
 from ovseg.engine.optim import build_optimizer
 from ovseg.engine.task import compute_losses
 from ovseg.engine.text_features import TextFeatures
@@ -59,6 +60,9 @@ def main() -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="auto")
     p.add_argument("--peak-tflops", type=float, default=None)
     p.add_argument("--opts", nargs="*", default=[])
+    p.add_argument("--compile", action="store_true", help="torch.compile the image encoders and heads")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also print the N most expensive GPU kernels and the GPU-busy fraction of a step")
     args = p.parse_args()
     device = torch.device(args.device)
     opts = ["model.use_entityloss=true", *(["model.use_maskloss=true", "model.text_encoder.fixed=true"]
@@ -66,6 +70,8 @@ def main() -> None:
     cfg = load_config(preset_path(args.preset), opts)
     torch.manual_seed(0)
     model = create_model(cfg).to(device).train()
+    if args.compile:
+        compile_hot_modules(model)
     te = cfg.model.text_encoder
     text = TextFeatures(model, build_tokenizer(te.name, te.tokenizer), te.max_length, cache=False)
     optimizer = build_optimizer(model, cfg.train, 1e-4)
@@ -96,6 +102,7 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
     rate = args.steps * args.batch / (time.perf_counter() - start)
+    busy = profile(step, device, args.profile) if args.profile and device.type == "cuda" else None
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
     memory = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
@@ -104,7 +111,26 @@ def main() -> None:
                       "image_size": args.image_size, "bf16": bf16, "samples_per_s": rate,
                       "gflops_per_sample": flops_per_sample / 1e9, "peak_tflops": peak,
                       "mfu": flops_per_sample * rate / (peak * 1e12) if peak else None, "peak_mb": memory,
-                      "torch": torch.__version__}), flush=True)
+                      "compile": args.compile, "gpu_busy_fraction": busy, "torch": torch.__version__}), flush=True)
+
+
+def profile(step, device: torch.device, top: int) -> float:
+    """Print the top GPU kernels of 3 steps; return the fraction of wall time the GPU was busy (kernels'
+    self time / wall: below 1 means the GPU waited for the host — launches, syncs or data)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    print(events.table(sort_by="self_device_time_total", row_limit=top), flush=True)
+    gpu = sum(e.self_device_time_total for e in events) / 1e6
+    return gpu / wall
 
 
 if __name__ == "__main__":

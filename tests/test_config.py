@@ -49,3 +49,13 @@ def test_missing_config_file_and_base_loops(tmp_path):
     with pytest.raises(ConfigError, match="loops"):
         load_config(tmp_path / "a.yml")
 
+
+
+def test_the_paper_training_configs_carry_the_paper_recipe():
+    s1 = load_config(preset_path("ovsegmentor/pretrain_stage1"))
+    s2 = load_config(preset_path("ovsegmentor/pretrain_stage2"))
+    assert (s1.train.stage, s1.data.batch_size, s1.train.epochs, s1.train.base_lr) == (1, 256, 30, 6.4e-4)
+    assert s1.model.use_entityloss and not s1.model.use_maskloss and s1.model.text_encoder.pretrained
+    assert (s2.train.stage, s2.data.batch_size, s2.train.epochs, s2.train.base_lr) == (2, 128, 10, 1e-5)
+    assert s2.model.use_maskloss and s2.model.text_encoder.fixed and s2.train.warmup_epochs == 0
+    assert s1.model.img_encoder.embed_dim == s2.model.img_encoder.embed_dim == 768

@@ -194,3 +194,22 @@ def test_the_launch_script_runs_torchrun_with_the_given_config(tmp_path):
                           env=env, capture_output=True, text=True, timeout=180, cwd=Path(__file__).parents[1])
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "final.safetensors").is_file() and len(losses(tmp_path)) == 1
+
+
+def test_streaming_shards_keep_ranks_in_lock_step_over_epochs(tmp_path):
+    """Prepared shards, 2 ranks x 2 loader workers with uneven parts: every rank takes the same steps."""
+    from test_prepare import write_corpus
+
+    from ovseg.data.prepare import prepare
+
+    prepare(str(write_corpus(tmp_path / "corpus")), tmp_path / "shards", shard_size=6, workers=1, progress=False)
+    opts = ["data.type=webdataset", f"data.shards={tmp_path / 'shards'}", "data.image_size=32", "data.batch_size=3",
+            "data.num_workers=2", "model.img_encoder.img_size=32", "model.use_entityloss=true", "train.max_steps=5",
+            "train.warmup_epochs=0", "checkpoint.every_steps=0", "evaluate.val_every_steps=0", "train.log_every=1"]
+    command = torchrun_command(tmp_path / "run", opts)
+    command[command.index("--cfg") + 1] = str(preset_path("tiny"))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss_total" in r] == [1, 2, 3, 4, 5]
+    assert [r["epoch"] for r in records if "skipped" in r] == [0, 1]  # 2 steps per epoch: epochs 0, 1 done

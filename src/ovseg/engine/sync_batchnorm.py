@@ -3,7 +3,8 @@
 The projection heads normalise with SyncBatchNorm when training is distributed (spec §1.4), so that N
 processes of batch b compute the same statistics as one process of batch N·b. ``torch.nn.SyncBatchNorm``
 only runs on GPUs, so CPU (gloo) jobs use ``GlobalBatchNorm`` below, written here because no library
-offers a CPU one: per-rank mean and squared deviations are gathered with gradient and combined exactly (Chan et al.'s parallel variance formula).
+offers a CPU one: per-rank mean and squared deviations are gathered with gradient and combined exactly
+(Chan et al.'s parallel variance formula).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ class TextFeatures:
 
     def _run(self, texts: list[str], raw: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        ids, mask = tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
+        ids, mask = self._upload(tok["input_ids"]), self._upload(tok["attention_mask"])
         encoder = self.model.text_encoder
         pooled, tokens = encoder.encode_raw(ids, mask) if raw else encoder(ids, mask)
         return pooled, tokens, mask
@@ -79,8 +79,14 @@ class TextFeatures:
         if self.cache is None:
             return self._run(texts)
         self.warm(texts)
-        pooled = self.model.text_encoder.centre(torch.stack([self.cache[t][0] for t in texts]))
+        pooled = self.model.text_encoder.centre(self._upload(torch.stack([self.cache[t][0] for t in texts])))
         seqs = [self.cache[t][1] for t in texts]
         tokens = pad_sequence(seqs, batch_first=True)
         mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in seqs], batch_first=True)
-        return pooled.to(self.device), tokens.to(self.device), mask.to(self.device)
+        return pooled, self._upload(tokens), self._upload(mask)
+
+    def _upload(self, tensor: torch.Tensor) -> torch.Tensor:
+        """To the model's device without waiting for the queued GPU work (pinned, non-blocking copy)."""
+        if self.device.type != "cuda":
+            return tensor
+        return tensor.pin_memory().to(self.device, non_blocking=True)

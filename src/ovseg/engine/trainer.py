@@ -41,6 +41,7 @@ from ..model import OVSegmentor
 from ..model.text import build_tokenizer
 from . import distributed as D
 from .checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from .compilation import compile_hot_modules
 from .optim import build_optimizer, lr_at, scaled_lrs, set_lr
 from .sync_batchnorm import convert_batchnorm
 from .task import compute_losses
@@ -124,6 +125,8 @@ class Run:
         self.device = D.init_from_environment(t.device, t.dist_backend, t.dist_timeout_s)
         seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         self.model = build_model(cfg, self.device)
+        if t.compile:
+            compile_hot_modules(self.model)
         seed_everything(cfg.seed + D.rank())  # then independent randomness per rank (Gumbel noise, dropout)
         te = cfg.model.text_encoder
         self.text = TextFeatures(self.model, build_tokenizer(te.name, te.tokenizer), te.max_length, cache=te.fixed,
@@ -134,7 +137,7 @@ class Run:
             self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
         self.dataset = build_train_dataset(cfg)
         self.loader = self._loader()
-        self.steps_per_epoch = max(1, len(self.loader) // cfg.train.accumulation_steps)
+        self.steps_per_epoch = max(1, self._batches_per_epoch() // cfg.train.accumulation_steps)
         self.total = cfg.train.max_steps or cfg.train.epochs * self.steps_per_epoch
         self.warmup = round(cfg.train.warmup_epochs * self.steps_per_epoch)
         self.global_batch = global_batch = cfg.data.batch_size * D.world_size() * cfg.train.accumulation_steps
@@ -160,12 +163,20 @@ class Run:
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(self.cfg.seed))  # its own: never draws from the global RNG
 
+    def _batches_per_epoch(self) -> int:
+        """Map-style: the loader's length. Streaming: what the rank with the fewest samples yields, so that
+        every rank takes the same number of steps (DDP needs lock-step)."""
+        if isinstance(self.dataset, torch.utils.data.IterableDataset):
+            return self.dataset.batches_per_epoch(self.cfg.data.batch_size, self.cfg.data.num_workers)
+        return len(self.loader)
+
     def warm_text_cache(self) -> None:
         """Encode every caption and question of a known caption pool at once (frozen text encoder only)."""
         captions = getattr(self.dataset, "captions", None)
-        if self.text.cache is None or captions is None:
+        pool = captions() if captions is not None and self.text.cache is not None else None
+        if pool is None:  # large corpora: features are cached as the captions come
             return
-        texts = list(captions())
+        texts = list(pool)
         collator = build_collator(self.cfg, 0)
         if collator.extractor is not None:
             texts += [collator.extractor.question_answer(c)[0] for c in texts]
@@ -173,7 +184,7 @@ class Run:
         if cache_file:
             self.text.load(Path(cache_file))
         self.text.warm(texts)
-        self.set_text_center(list(captions()))
+        self.set_text_center(list(pool))
         if cache_file and D.is_main():
             self.text.save(Path(cache_file))
         log.info("encoded %d texts with the frozen text encoder in %.1f s", len(texts), time.perf_counter() - start)
@@ -233,10 +244,22 @@ class Run:
                 obj.set_epoch(epoch)
         self.collator.epoch = epoch
         self.loader.generator.manual_seed(self.cfg.seed * 1000 + epoch)  # worker seeds, resumable
+        wanted = self.steps_per_epoch * self.cfg.train.accumulation_steps
         done = (self.state["step"] - epoch * self.steps_per_epoch) * self.cfg.train.accumulation_steps
-        for i, batch in enumerate(self.loader):
-            if i >= done:
-                yield batch
+        i = 0
+        while i < wanted:  # a streaming epoch that skipped samples is topped up from its own start
+            before = i
+            for batch in self.loader:
+                if i >= wanted:
+                    break
+                if i >= done:
+                    yield batch
+                i += 1
+            if i == before:
+                raise OvsegError(f"epoch {epoch}: the training data gave no complete batch of "
+                                 f"{self.cfg.data.batch_size} (too few readable samples here; see the warnings)")
+        if hasattr(self.dataset, "skipped"):
+            self.log({"epoch": epoch, "skipped": self.dataset.skipped()})
 
     def to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

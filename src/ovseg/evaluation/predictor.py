@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..inference.head import crop_class_table, group_class_scores
+from ..inference.precision import inference_precision
 from ..inference.segmenter import Segmenter
 from ..inference.slide import (
     Box,
@@ -65,7 +66,8 @@ class HarnessPredictor:
 
     def _encode_crops(self, crops: list[torch.Tensor], shape: tuple[int, int]) -> tuple:
         """As ``inference.slide.encode_windows`` does for one chunk of windows."""
-        out = self.seg.model.encode_image(torch.cat(crops))
+        with inference_precision(self.seg.cfg.precision, self.seg.device):
+            out = self.seg.model.encode_image(torch.cat(crops))
         soft = out.assignments[-1].soft
         maps = group_maps_from_soft(soft.float(), out.grid, shape)
         return (soft, maps, F.normalize(out.image_feat.float(), dim=-1), F.normalize(out.image_x.float(), dim=-1),

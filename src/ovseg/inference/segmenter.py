@@ -25,6 +25,7 @@ from ..factory import load_model
 from ..model import OVSegmentor
 from ..model.text import build_tokenizer
 from .head import crop_class_table, group_class_scores
+from .precision import inference_precision
 from .preprocess import load_image, prepare_image, to_rgb_array
 from .slide import ImageEncoding, average_window_logits, encode_windows, group_maps_from_soft, labels_and_scores
 from .vocabulary import display_name, embed_class_names
@@ -102,7 +103,8 @@ class Segmenter:
         rgb = self.read(image)
         c = self.cfg
         tensor = prepare_image(rgb, c.short_side, c.max_long_side, self.model.cfg.img_encoder.patch_size)
-        enc = encode_windows(self.model, tensor.to(self.device), c.crop_size, c.stride, c.mode, c.batch_crops)
+        with inference_precision(c.precision, self.device):
+            enc = encode_windows(self.model, tensor.to(self.device), c.crop_size, c.stride, c.mode, c.batch_crops)
         self._image_key, self._image = key, (enc, rgb.shape[:2], rgb)
         return self._image
 
@@ -142,7 +144,8 @@ class Segmenter:
         rgb = self._image[2] if self._image is not None and _image_key(image) == self._image_key else self.read(image)
         c = self.cfg
         tensor = prepare_image(rgb, c.short_side, c.max_long_side, self.model.cfg.img_encoder.patch_size)
-        out = self.model.encode_image(tensor.to(self.device))
+        with inference_precision(c.precision, self.device):
+            out = self.model.encode_image(tensor.to(self.device))
         maps = composed_group_maps([a.soft.float() for a in out.assignments], out.grid, tuple(tensor.shape[-2:]))
         return [m.cpu() for m in maps]
 

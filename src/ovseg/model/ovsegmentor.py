@@ -85,6 +85,9 @@ class OVSegmentor(nn.Module):
         self._frozen = (image, text)
         self.img_encoder.requires_grad_(not image)
         self.text_encoder.requires_grad_(not text)
+        pooler = getattr(self.text_encoder.transformer, "pooler", None)
+        if pooler is not None:  # kept for the checkpoint format, never used (pooling reads the hidden states);
+            pooler.requires_grad_(False)  # frozen so that DDP needs no search for unused parameters
         self.train(self.training)
 
     def train(self, mode: bool = True) -> OVSegmentor:
