@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from omegaconf import DictConfig
 
 from ..errors import ConfigError
-from .augment import TrainTransform
 from .collate import CaptionCollator
 from .entities import EntityExtractor, EntityVocabulary
 from .pairs import PairedDataset, PairIndex
-from .readers import open_source
 from .scenes.dataset import CaptionedScenes, entity_vocabulary
-from .streaming import StreamingCaptions
+
+if TYPE_CHECKING:
+    from .streaming import StreamingCaptions
 
 CORPUS_TYPES = ("webdataset", "csv", "folder")
 
@@ -74,7 +76,12 @@ def build_train_dataset(cfg: DictConfig):
 
 def corpus_dataset(cfg: DictConfig, rank: int | None = None, world_size: int | None = None) -> StreamingCaptions:
     """A caption corpus read by streaming; stage 2 needs partners (a prepared pair index, the metafile's
-    pairindex/pairentity columns, or, for small CSV/folder corpora, pairs drawn here from their entities)."""
+    pairindex/pairentity columns, or, for small CSV/folder corpora, pairs drawn here from their entities).
+    Imported here: the embedded scenes need neither webdataset nor kornia."""
+    from .augment import TrainTransform
+    from .readers import open_source
+    from .streaming import StreamingCaptions
+
     d = cfg.data
     if d.shuffle_captions:
         raise ConfigError("data.shuffle_captions: available with data.type scenes only")
