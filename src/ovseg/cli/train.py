@@ -20,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
+    from ..engine.distributed import read_launch
     from ..engine.trainer import train
 
     opts = list(args.opts)
@@ -29,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
         opts.append(f"checkpoint.resume={args.resume}")
     cfg = load_config(args.cfg, opts)
     result = train(cfg, args.output)
+    if read_launch().rank != 0:  # one summary per job
+        return 0
     print(f"trained {result.steps} steps; final weights: {result.final}")
     if result.best is not None:
         print(f"best on validation: {result.best} (mIoU {result.best_val_miou:.1f}, bg_thresh {result.best_bg_thresh})")
