@@ -12,7 +12,6 @@ excluded; the VOC class embeddings are computed once before timing, as in an eva
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
 import statistics
@@ -48,15 +47,14 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_single(seg: ovseg.Segmenter, images: list[np.ndarray], warmup: int, autocast) -> tuple[list[float], list]:
+def run_single(seg: ovseg.Segmenter, images: list[np.ndarray], warmup: int) -> tuple[list[float], list]:
     """Segmenter.predict image by image (what the demo does)."""
     times, labels = [], []
     for i, image in enumerate(images):
         seg._image_key = None  # no caching across images
         sync(seg.device)
         start = time.perf_counter()
-        with autocast():
-            pred = seg.predict(image, list(VOC))
+        pred = seg.predict(image, list(VOC))  # at seg.cfg.precision
         sync(seg.device)
         if i >= warmup:
             times.append(time.perf_counter() - start)
@@ -64,17 +62,15 @@ def run_single(seg: ovseg.Segmenter, images: list[np.ndarray], warmup: int, auto
     return times, labels
 
 
-def run_batched(seg: ovseg.Segmenter, images: list[np.ndarray], per_batch: int, autocast) -> tuple[float, list]:
+def run_batched(seg: ovseg.Segmenter, images: list[np.ndarray], per_batch: int) -> tuple[float, list]:
     """The evaluation predictor: windows of several images share forward passes."""
     predictor = HarnessPredictor(seg, list(VOC), seg.cfg.bg_thresh)
     samples = [Sample(str(i), prepare_image(im), im.shape[:2], torch.zeros(1)) for i, im in enumerate(images)]
-    with autocast():
-        predictor(samples[:per_batch])  # warm-up
+    predictor(samples[:per_batch])  # warm-up
     sync(seg.device)
     start, labels = time.perf_counter(), []
     for s in range(0, len(samples), per_batch):
-        with autocast():
-            labels += predictor(samples[s : s + per_batch])
+        labels += predictor(samples[s : s + per_batch])
     sync(seg.device)
     return time.perf_counter() - start, labels
 
@@ -105,28 +101,25 @@ def main() -> None:
     seg.class_embeddings(list(VOC))
     images = photos(args.images + args.warmup, args.height, args.width)
 
-    def autocast():  # the precision is the segmenter's (evaluate.seg.precision); nothing to add here
-        return contextlib.nullcontext()
-
     common = {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
               "preset": args.preset, "size": [args.height, args.width], "precision": args.precision,
               "threads": torch.get_num_threads(), "batch_crops": args.batch_crops, "torch": torch.__version__}
     if "single" in args.modes:
-        times, _ = run_single(seg, images, args.warmup, autocast)
+        times, _ = run_single(seg, images, args.warmup)
         med = statistics.median(times)
         print(json.dumps({**common, "mode": "single", "images": len(times), "ms_per_image": med * 1000,
                           "images_per_s": 1 / med, "peak_mb": peak_memory_mb(device)}), flush=True)
     if "agreement" in args.modes:  # labels at --precision against fp32 labels on the same images
-        _, low = run_batched(seg, images, args.images_per_batch, autocast)
+        _, low = run_batched(seg, images, args.images_per_batch)
         seg.cfg.precision = "fp32"
-        _, ref = run_batched(seg, images, args.images_per_batch, autocast)
+        _, ref = run_batched(seg, images, args.images_per_batch)
         seg.cfg.precision = args.precision
         same = sum(int((a == b).sum()) for a, b in zip(ref, low, strict=True))
         total = sum(a.numel() for a in ref)
         print(json.dumps({**common, "mode": "agreement", "images": len(images),
                           "label_agreement_with_fp32": same / total}), flush=True)
     if "batched" in args.modes:
-        total, _ = run_batched(seg, images[args.warmup :], args.images_per_batch, autocast)
+        total, _ = run_batched(seg, images[args.warmup :], args.images_per_batch)
         n = len(images) - args.warmup
         print(json.dumps({**common, "mode": "batched", "images": n, "images_per_batch": args.images_per_batch,
                           "ms_per_image": total / n * 1000, "images_per_s": n / total,
