@@ -98,3 +98,32 @@ def test_training_build_has_entity_decoder_and_momentum_encoder():
     assert any(k.startswith("multimodal_groupingblock.blocks.0.post_attn") for k in keys)
     assert any(k.startswith("bridge_projector.") for k in keys)
     assert any(k.startswith("img_encoder_momentum.") for k in keys)
+
+
+def test_conv_stem_keeps_one_token_per_patch_and_refuses_other_strides():
+    from ovseg.model.vision import GroupViT
+
+    kwargs = dict(img_size=64, patch_size=8, embed_dim=64, depths=[1, 1], num_heads=[2, 2],
+                  num_group_tokens=[8, 0], num_output_groups=[4])
+    conv = GroupViT(stem="conv", **kwargs).eval()
+    out = conv(torch.randn(2, 3, 64, 48))
+    assert out.grid == (8, 6) and out.tokens.shape == (2, 4, 64)
+    assert out.assignments[0].soft.shape[-1] == 48
+    with pytest.raises(ValueError, match="power-of-two"):
+        GroupViT(stem="conv", **{**kwargs, "patch_size": 6, "img_size": 48})
+    with pytest.raises(ValueError, match="stem must be one of"):
+        GroupViT(stem="pixels", **kwargs)
+
+
+def test_centred_keys_make_the_assignment_blind_to_a_key_shared_by_every_patch():
+    from ovseg.model.grouping import AssignAttention
+
+    torch.manual_seed(0)
+    groups, patches = torch.randn(2, 4, 16), torch.randn(2, 10, 16)
+    for center, same in ((True, True), (False, False)):
+        attn = AssignAttention(16, hard=False, gumbel=False, center_keys=center).eval()
+        _, before = attn(groups, patches)
+        with torch.no_grad():
+            attn.k_proj.bias.add_(torch.randn(16) * 3)  # the same key offset for every patch
+        _, after = attn(groups, patches)
+        assert torch.allclose(before.soft, after.soft, atol=1e-6) is same

@@ -35,6 +35,8 @@ class ImageEncoderConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1
     patch_norm: bool = False
+    stem: str = "patch"  # patch: one strided conv (GroupViT, official weights); conv: a small conv stack
+    center_assign_keys: bool = False  # assignment logits on keys centred per image (ovseg; off in GroupViT)
     hard_assignment: bool = True
     gumbel_tau: float = 1.0
     fixed: bool = False
@@ -123,6 +125,7 @@ class ScenesConfig:
     synonym_prob: float = 0.3
     relation_prob: float = 0.4
     clutter: float = 1.0  # background texture and clutter strength (0: plain backgrounds)
+    background_pool: int = 2048  # training backgrounds drawn from this many (x8 flips/turns); 0: all fresh
 
 
 @dataclass

@@ -49,13 +49,22 @@ class GlobalBatchNorm(nn.BatchNorm1d):
         self.running_var.lerp_(unbiased_var.to(self.running_var), momentum)
 
 
+class GlobalBatchNorm2d(GlobalBatchNorm, nn.BatchNorm2d):
+    """The same for ``BatchNorm2d`` (the ``conv`` stem): statistics over batch, height and width."""
+
+    _check_input_dim = nn.BatchNorm2d._check_input_dim
+
+
+GLOBAL_VERSIONS = {nn.BatchNorm1d: GlobalBatchNorm, nn.BatchNorm2d: GlobalBatchNorm2d}
+
+
 def convert_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
     """Batch statistics over every rank: torch's SyncBatchNorm on CUDA, ``GlobalBatchNorm`` elsewhere."""
     if device_type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
-        if type(child) is nn.BatchNorm1d:
-            replacement = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+        if type(child) in GLOBAL_VERSIONS:
+            replacement = GLOBAL_VERSIONS[type(child)](child.num_features, child.eps, child.momentum, child.affine,
                                           child.track_running_stats).to(next(child.buffers(), torch.empty(0)).device)
             replacement.load_state_dict(child.state_dict())
             setattr(module, name, replacement)

@@ -50,9 +50,10 @@ class AssignAttention(nn.Module):
     with +1 smoothing: out_g = W_o Σ_n A_gn v_n / (Σ_n A_gn + 1)."""
 
     def __init__(self, dim: int, qkv_bias: bool = True, hard: bool = True, gumbel: bool = True,
-                 gumbel_tau: float = 1.0, assign_eps: float = 1.0):
+                 gumbel_tau: float = 1.0, assign_eps: float = 1.0, center_keys: bool = False):
         super().__init__()
         self.scale = dim**-0.5
+        self.center_keys = center_keys
         self.q_proj = nn.Linear(dim, dim, bias=qkv_bias)
         self.k_proj = nn.Linear(dim, dim, bias=qkv_bias)
         self.v_proj = nn.Linear(dim, dim, bias=qkv_bias)
@@ -69,6 +70,8 @@ class AssignAttention(nn.Module):
         """groups (B, G, C), patches x (B, N, C) -> new group tokens (B, G, C) and the assignment."""
         q = self.q_proj(groups).unsqueeze(1)  # (B, 1, G, C): one head
         k = self.k_proj(x).unsqueeze(1)
+        if self.center_keys:  # drop the image-wide key component: it favours one group for every patch
+            k = k - k.mean(dim=-2, keepdim=True)
         v = self.v_proj(x).unsqueeze(1)
         logits = (q @ k.transpose(-2, -1)) * self.scale  # (B, 1, G, N)
         hard = self._assign(logits)
@@ -84,7 +87,7 @@ class GroupingBlock(nn.Module):
 
     def __init__(self, dim: int, out_dim: int, num_heads: int, num_group_token: int, num_output_group: int,
                  mlp_ratio: tuple[float, float] = (0.5, 4.0), hard: bool = True, gumbel: bool = True,
-                 gumbel_tau: float = 1.0):
+                 gumbel_tau: float = 1.0, center_keys: bool = False):
         super().__init__()
         tokens_dim, channels_dim = int(mlp_ratio[0] * dim), int(mlp_ratio[1] * dim)
         self.norm_tokens = nn.LayerNorm(dim)
@@ -92,7 +95,8 @@ class GroupingBlock(nn.Module):
         self.norm_post_tokens = nn.LayerNorm(dim)
         self.norm_x = nn.LayerNorm(dim)
         self.pre_assign_attn = CrossAttnBlock(dim, num_heads, mlp_ratio=4.0, qkv_bias=True, post_norm=True)
-        self.assign = AssignAttention(dim, qkv_bias=True, hard=hard, gumbel=gumbel, gumbel_tau=gumbel_tau)
+        self.assign = AssignAttention(dim, qkv_bias=True, hard=hard, gumbel=gumbel, gumbel_tau=gumbel_tau,
+                                      center_keys=center_keys)
         self.norm_new_x = nn.LayerNorm(dim)
         self.mlp_channels = Mlp(dim, channels_dim, out_dim)
         if out_dim != dim:

@@ -57,7 +57,8 @@ class OVSegmentor(nn.Module):
             num_group_tokens=list(ie.num_group_tokens), num_output_groups=list(ie.num_output_groups),
             hard_assignment=ie.hard_assignment, gumbel_tau=ie.gumbel_tau, mlp_ratio=ie.mlp_ratio,
             qkv_bias=ie.qkv_bias, drop_rate=ie.drop_rate, attn_drop_rate=ie.attn_drop_rate,
-            drop_path_rate=ie.drop_path_rate, patch_norm=ie.patch_norm)
+            drop_path_rate=ie.drop_path_rate, patch_norm=ie.patch_norm, stem=ie.stem,
+            center_assign_keys=ie.center_assign_keys)
         transformer = build_hf_model(te.name, te.pretrained, dict(te.hf_overrides), te.attn_implementation)
         self.text_encoder = TextEncoder(transformer, te.pooling, te.center_features)
         img_width, text_width = self.img_encoder.num_features, self.text_encoder.width

@@ -74,7 +74,8 @@ def build_hf_model(name: str, pretrained: bool, overrides: dict[str, Any] | None
         return AutoModel.from_config(config)
     source = _resolve_source(name)
     try:
-        return AutoModel.from_pretrained(source, config=config)
+        # fp32 whatever the file stores: transformers 5 would otherwise keep fp16/bf16 weights as they are
+        return AutoModel.from_pretrained(source, config=config, dtype=torch.float32)
     except OSError as e:
         raise ConfigError(
             f"text encoder '{name}': pretrained weights not found locally (give a local folder, or set "

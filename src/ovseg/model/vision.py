@@ -7,6 +7,7 @@ token. The learned position table is stored 2-D, (num_patches, C), as in the rel
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,35 @@ class PatchEmbed(nn.Module):
         x = self.proj(x)
         grid = (x.shape[2], x.shape[3])
         return self.norm(x.flatten(2).transpose(1, 2)), grid
+
+
+class ConvStem(nn.Module):
+    """Patch embedding by stride-2 convolutions (3×3, BatchNorm, GELU) up to the patch stride, then a 1×1
+    projection: early convolutions make a from-scratch ViT learn from far fewer
+    samples (Xiao et al., 2021), which the CPU quickstart needs. Tokens stay one per patch, as in ``PatchEmbed``.
+    """
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, norm: bool):
+        super().__init__()
+        stages = int(math.log2(patch_size))
+        if 2**stages != patch_size or stages < 1:
+            raise ValueError(f"stem 'conv' needs a power-of-two patch_size, got {patch_size}")
+        layers, width = [], in_chans
+        for i in range(stages):
+            out = max(embed_dim >> (stages - 1 - i), 16)
+            layers += [nn.Conv2d(width, out, 3, 2, 1, bias=False), nn.BatchNorm2d(out), nn.GELU()]
+            width = out
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(width, embed_dim, 1)
+        self.norm = nn.LayerNorm(embed_dim) if norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = self.proj(self.convs(x))
+        grid = (x.shape[2], x.shape[3])
+        return self.norm(x.flatten(2).transpose(1, 2)), grid
+
+
+STEMS = {"patch": PatchEmbed, "conv": ConvStem}
 
 
 class MixerMlp(Mlp):
@@ -103,12 +133,15 @@ class GroupViT(nn.Module):
                  num_group_tokens: list[int] = (64, 0), num_output_groups: list[int] = (8,),
                  hard_assignment: bool = True, gumbel_tau: float = 1.0, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.1, patch_norm: bool = False):
+                 drop_path_rate: float = 0.1, patch_norm: bool = False, stem: str = "patch",
+                 center_assign_keys: bool = False):
         super().__init__()
         _check_stages(depths, num_heads, num_group_tokens, num_output_groups, embed_factors)
         self.patch_size = patch_size
         self.base_grid = (img_size // patch_size, img_size // patch_size)
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, patch_norm)
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {', '.join(STEMS)}, got '{stem}'")
+        self.patch_embed = STEMS[stem](patch_size, in_chans, embed_dim, patch_norm)
         self.pos_embed = nn.Parameter(torch.zeros(self.base_grid[0] * self.base_grid[1], embed_dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(drop_rate)
@@ -120,7 +153,8 @@ class GroupViT(nn.Module):
             if i < len(depths) - 1:
                 downsample = GroupingBlock(dim, int(embed_dim * embed_factors[i + 1]), num_heads[i],
                                            num_group_tokens[i], num_output_groups[i],
-                                           hard=hard_assignment, gumbel=hard_assignment, gumbel_tau=gumbel_tau)
+                                           hard=hard_assignment, gumbel=hard_assignment, gumbel_tau=gumbel_tau,
+                                           center_keys=center_assign_keys)
             projector = None
             if i > 0 and num_group_tokens[i] > 0:
                 prev = int(embed_dim * embed_factors[i - 1])
