@@ -88,3 +88,14 @@ def test_a_fully_hidden_instance_does_not_break_rendering():
     ds = CaptionedScenes("train", size=300, image_size=32, clutter=0.0)
     for i in range(300):
         ds.render(i)
+
+
+def test_pooled_training_backgrounds_are_deterministic_in_any_access_order():
+    a = CaptionedScenes("train", size=6, image_size=32, background_pool=3)
+    b = CaptionedScenes("train", size=6, image_size=32, background_pool=3)
+    forward = [a.render(i)[0] for i in range(6)]
+    backward = [b.render(i)[0] for i in reversed(range(6))][::-1]
+    assert all(np.array_equal(x, y) for x, y in zip(forward, backward, strict=True))
+    assert len(a.backgrounds.entries) <= 3  # every background comes from the pool
+    val = CaptionedScenes("val", size=2, image_size=32, background_pool=3)
+    assert val.backgrounds is None  # validation and test scenes never change

@@ -53,7 +53,7 @@ def scene_split(cfg: DictConfig, split: str) -> CaptionedScenes:
     size = {"train": s.train_size, "val": s.val_size, "test": s.test_size}[split]
     return CaptionedScenes(split, size=size, image_size=cfg.data.image_size, seed=s.seed,
                            colour_word_prob=s.colour_word_prob, synonym_prob=s.synonym_prob,
-                           relation_prob=s.relation_prob, clutter=s.clutter)
+                           relation_prob=s.relation_prob, clutter=s.clutter, background_pool=s.background_pool)
 
 
 def build_train_dataset(cfg: DictConfig):

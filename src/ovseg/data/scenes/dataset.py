@@ -9,6 +9,7 @@ true. Validation and test scenes are fixed, layout included, and disjoint in see
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -82,10 +83,11 @@ def _colour(cat: int, rng: random.Random) -> str:
     return rng.choice(CATEGORIES[cat].colours) if rng.random() < 0.75 else rng.choice(list(COLOURS))
 
 
-def render(scene: Scene, size: int, rng: random.Random, clutter: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def render(scene: Scene, size: int, rng: random.Random, clutter: float = 1.0,
+           backgrounds: BackgroundPool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(size, size, 3) uint8 image and (size, size) uint8 labels; layouts satisfy the caption."""
     np_rng = np.random.default_rng(rng.getrandbits(63))
-    image = _background(size, np_rng, rng, clutter)
+    image = backgrounds.draw(np_rng) if backgrounds is not None else _background(size, np_rng, rng, clutter)
     for _ in range(30):
         placed = _layout(scene, size, rng)
         if placed is not None:
@@ -98,17 +100,22 @@ def render(scene: Scene, size: int, rng: random.Random, clutter: float = 1.0) ->
 
 
 def _layout(scene: Scene, size: int, rng: random.Random, check: bool = True) -> list[np.ndarray] | None:
-    """Instance masks, or None when an instance is hidden or the relation does not hold."""
-    centres, masks = [], []
-    for cat, _ in scene.instances:
+    """Instance masks, or None when the relation does not hold or an instance is hidden. The relation is
+    checked on the centres before any shape is rasterised (rasterising is what a rejected try costs)."""
+    poses = []
+    for _ in scene.instances:
         r = rng.uniform(0.15, 0.25) * size
-        cx, cy = rng.uniform(0.55 * r, size - 0.55 * r), rng.uniform(0.55 * r, size - 0.55 * r)
-        centres.append((cx, cy))
-        masks.append(shape_mask(CATEGORIES[cat].shape, size, cx, cy, r, rng.uniform(0, 2 * math.pi)))
-    visible = [m & ~np.logical_or.reduce(masks[i + 1 :]) if i + 1 < len(masks) else m for i, m in enumerate(masks)]
-    if check and any(v.sum() < 0.4 * max(m.sum(), 1) for v, m in zip(visible, masks, strict=False)):
+        poses.append((rng.uniform(0.55 * r, size - 0.55 * r), rng.uniform(0.55 * r, size - 0.55 * r), r,
+                      rng.uniform(0, 2 * math.pi)))
+    if check and scene.relation is not None and not _relation_holds(scene, [p[:2] for p in poses], size):
         return None
-    if check and scene.relation is not None and not _relation_holds(scene, centres, size):
+    masks = [shape_mask(CATEGORIES[cat].shape, size, *pose) for (cat, _), pose in zip(scene.instances, poses,
+                                                                                          strict=True)]
+    visible, above = masks[:], np.zeros((size, size), bool)
+    for i in range(len(masks) - 1, -1, -1):  # later instances are drawn on top
+        visible[i] = masks[i] & ~above
+        above |= masks[i]
+    if check and any(v.sum() < 0.4 * max(m.sum(), 1) for v, m in zip(visible, masks, strict=False)):
         return None
     return visible
 
@@ -129,29 +136,56 @@ def _relation_holds(scene: Scene, centres: list[tuple[float, float]], size: int)
     return min(math.dist(p, q) for p in pa for q in pb) < 0.55 * size
 
 
-def _background(size: int, np_rng: np.random.Generator, rng: random.Random, strength: float = 1.0) -> np.ndarray:
-    """Smooth colour field + a periodic texture + thin clutter strokes, float (size, size, 3); ``strength``
+@functools.lru_cache(maxsize=4)
+def _unit_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    return yy, xx
+
+
+def _background(size: int, np_rng: np.random.Generator, rng: random.Random, strength: float = 1.0,
+                noise: bool = True) -> np.ndarray:
+    """Smooth colour field + a periodic texture + thin clutter strokes, float32 (size, size, 3); ``strength``
     scales the texture amplitudes and the number of strokes (0: a plain, slightly noisy background)."""
-    base = np_rng.uniform(50, 200, 3)
+    base = np_rng.uniform(50, 200, 3).astype(np.float32)
     field = np_rng.normal(0, 28 * strength, (4, 4, 3))
     field = np.asarray(Image.fromarray(np.uint8(np.clip(field + 128, 0, 255))).resize((size, size), Image.BILINEAR))
-    image = base + field.astype(np.float32) - 128
-    yy, xx = np.mgrid[0:size, 0:size] / size
+    image = field.astype(np.float32) + (base - 128)
+    yy, xx = _unit_grid(size)
     theta, freq = np_rng.uniform(0, np.pi), np_rng.uniform(4, 14)
-    wave = np.sin(2 * np.pi * freq * (xx * np.cos(theta) + yy * np.sin(theta)))
-    image += (strength * np_rng.uniform(8, 26) * wave)[..., None] * np_rng.choice([-1, 1], 3)
-    clutter = Image.new("RGB", (size, size))
-    mask = Image.new("L", (size, size))
-    draw, draw_mask = ImageDraw.Draw(clutter), ImageDraw.Draw(mask)
+    wave = np.sin(np.float32(2 * np.pi * freq) * (xx * np.float32(np.cos(theta)) + yy * np.float32(np.sin(theta))))
+    image += wave[..., None] * (strength * np_rng.uniform(8, 26) * np_rng.choice([-1, 1], 3)).astype(np.float32)
+    strokes = Image.new("RGBA", (size, size))  # alpha marks the stroke pixels
+    draw = ImageDraw.Draw(strokes)
     for _ in range(round(rng.randint(3, 9) * strength)):
         pts = [tuple(np_rng.uniform(0, size, 2)) for _ in range(2)]
-        colour = tuple(int(v) for v in np_rng.uniform(0, 255, 3))
-        width = rng.randint(1, 2)
-        draw.line(pts, fill=colour, width=width)
-        draw_mask.line(pts, fill=255, width=width)
-    stroke = np.asarray(mask) > 0
-    image[stroke] = np.asarray(clutter, np.float32)[stroke]
-    return image + np_rng.normal(0, 6, image.shape)
+        draw.line(pts, fill=(*(int(v) for v in np_rng.uniform(0, 255, 3)), 255), width=rng.randint(1, 2))
+    rgba = np.asarray(strokes)
+    stroke = rgba[..., 3] > 0
+    image[stroke] = rgba[..., :3][stroke]
+    if noise:
+        image += np_rng.standard_normal(image.shape, dtype=np.float32) * 6
+    return image
+
+
+class BackgroundPool:
+    """Training backgrounds drawn from ``size`` rendered ones, each under one of 8 flips/quarter turns and
+    fresh pixel noise: the background is half of a scene's rendering time and need not be new every time
+    (a pool of 2 048 gives 16 384 variants). Entry k depends only on (seed, k) and is rendered on first use."""
+
+    def __init__(self, size: int, image_size: int, seed: int, clutter: float):
+        self.size, self.image_size, self.seed, self.clutter = size, image_size, seed, clutter
+        self.entries: dict[int, np.ndarray] = {}
+
+    def draw(self, np_rng: np.random.Generator) -> np.ndarray:
+        k, turns, flip = int(np_rng.integers(self.size)), int(np_rng.integers(4)), bool(np_rng.integers(2))
+        if k not in self.entries:
+            rng = random.Random(f"{self.seed}/background/{k}")
+            plain = _background(self.image_size, np.random.default_rng(rng.getrandbits(63)), rng, self.clutter,
+                                noise=False)
+            self.entries[k] = np.clip(plain, 0, 255).astype(np.uint8)
+        image = np.rot90(self.entries[k], turns)
+        image = (image[:, ::-1] if flip else image).astype(np.float32)
+        return image + np_rng.standard_normal(image.shape, dtype=np.float32) * 6
 
 
 def _paint(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], np_rng: np.random.Generator) -> None:
@@ -163,7 +197,7 @@ def _paint(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], np
     ramp = (xs * np.cos(angle) + ys * np.sin(angle)).astype(np.float32)
     ramp = (ramp - ramp.mean()) / (np.ptp(ramp) + 1e-6)
     shade = 1.0 + 0.3 * ramp[:, None]
-    image[ys, xs] = np.asarray(colour, np.float32) * shade + np_rng.normal(0, 7, (len(ys), 3))
+    image[ys, xs] = np.asarray(colour, np.float32) * shade + np_rng.standard_normal((len(ys), 3), dtype=np.float32) * 7
 
 
 class CaptionedScenes(torch.utils.data.Dataset):
@@ -174,7 +208,7 @@ class CaptionedScenes(torch.utils.data.Dataset):
     """
 
     def __init__(self, split: str = "train", size: int = 4096, image_size: int = 64, seed: int = 0,
-                 clutter: float = 1.0,
+                 clutter: float = 1.0, background_pool: int = 0,
                  colour_word_prob: float = 0.3, synonym_prob: float = 0.3, relation_prob: float = 0.4):
         if split not in SPLIT_SEEDS:
             raise ValueError(f"split must be one of {', '.join(SPLIT_SEEDS)}")
@@ -183,6 +217,8 @@ class CaptionedScenes(torch.utils.data.Dataset):
         self.epoch = 0
         probs = dict(colour_word_prob=colour_word_prob, synonym_prob=synonym_prob, relation_prob=relation_prob)
         self.clutter = clutter
+        self.backgrounds = (BackgroundPool(background_pool, image_size, self.seed, clutter)
+                            if split == "train" and background_pool > 0 else None)
         self.scenes = [sample_scene(random.Random(f"{self.seed}/scene/{i}"), **probs) for i in range(size)]
 
     def set_epoch(self, epoch: int) -> None:
@@ -195,7 +231,7 @@ class CaptionedScenes(torch.utils.data.Dataset):
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         epoch = self.epoch if self.split == "train" else 0
         rng = random.Random(f"{self.seed}/layout/{index}/{epoch}")
-        return render(self.scenes[index], self.image_size, rng, self.clutter)
+        return render(self.scenes[index], self.image_size, rng, self.clutter, self.backgrounds)
 
     def entities_of(self, index: int) -> list[str]:
         return self.scenes[index].entities
@@ -206,7 +242,7 @@ class CaptionedScenes(torch.utils.data.Dataset):
     def partner_image(self, index: int) -> torch.Tensor:
         """Scene ``index`` in an independent layout (stage 2's cross image)."""
         rng = random.Random(f"{self.seed}/partner/{index}/{self.epoch}")
-        image, _ = render(self.scenes[index], self.image_size, rng, self.clutter)
+        image, _ = render(self.scenes[index], self.image_size, rng, self.clutter, self.backgrounds)
         return normalize(torch.from_numpy(image).permute(2, 0, 1).float())
 
     def __getitem__(self, index: int) -> dict:
