@@ -10,9 +10,9 @@ from ..losses import (
     contrastive_loss,
     gather_with_grad,
     group_entity_loss,
-    mask_consistency_loss,
     multi_label_loss,
     presence,
+    start_mask_consistency_loss,
 )
 from ..model import OVSegmentor
 from . import distributed as D
@@ -26,22 +26,24 @@ def compute_losses(model: OVSegmentor, batch: dict, text: TextFeatures, cfg: Dic
     """
     scale = model.scale()
     image = model.encode_image(batch["image"])
+    # the mask loss first: its Hungarian matching waits for the host while the other losses are queued
+    pending = start_cross_image_loss(model, image, batch, text, cfg) if cfg.use_maskloss else None
     pooled, _, _ = text.encode(batch["caption"])
     losses = {"contrast": contrastive_loss(image.image_x, model.text_projector(pooled), scale)}
-    total = losses["contrast"]
     if cfg.use_entityloss:
         _, q_tokens, q_mask = text.encode(batch["question"])
         _, bridge = model.decode_entity(image.image_feat_before_proj, q_tokens, q_mask)
         answer, _, _ = text.encode(batch["answer"])
         losses["entity"] = contrastive_loss(bridge, model.text_projector(answer), scale)
-        total = total + cfg.entity_weight * losses["entity"]
-    if cfg.use_maskloss:
-        losses["mask"] = cross_image_loss(model, image, batch, text, cfg)
-        total = total + cfg.maskloss_weight * losses["mask"]
-    if cfg.multi_label_weight > 0 or cfg.group_entity_weight > 0:
-        for name, value in group_losses(model, image, batch, text, cfg).items():
-            losses[name] = value
-            total = total + cfg[f"{name}_weight"] * value
+    extra = group_losses(model, image, batch, text, cfg) if cfg.multi_label_weight or cfg.group_entity_weight else {}
+    if pending is not None:
+        losses["mask"] = pending.finish().value
+    losses.update(extra)
+    weights = {"entity": cfg.entity_weight, "mask": cfg.maskloss_weight, **{n: cfg[f"{n}_weight"] for n in extra}}
+    total = losses["contrast"]
+    for name, weight in weights.items():  # the original's order: contrast, entity, mask, then ovseg's
+        if name in losses:
+            total = total + weight * losses[name]
     losses["total"] = total
     return losses
 
@@ -71,8 +73,9 @@ def group_losses(model: OVSegmentor, image, batch: dict, text: TextFeatures, cfg
     return out
 
 
-def cross_image_loss(model: OVSegmentor, image, batch: dict, text: TextFeatures, cfg: DictConfig) -> torch.Tensor:
-    """The anchor's online group queries on the partner's momentum keys vs the partner's own maps."""
+def start_cross_image_loss(model: OVSegmentor, image, batch: dict, text: TextFeatures, cfg: DictConfig):
+    """The anchor's online group queries on the partner's momentum keys vs the partner's own maps
+    (a ``PendingMaskLoss``: call ``finish()`` for the value)."""
     with torch.no_grad():
         cross = model.encode_image(batch["cross_image"], momentum=True)
         entity, _, _ = text.encode(batch["cross_entity"])
@@ -82,6 +85,6 @@ def cross_image_loss(model: OVSegmentor, image, batch: dict, text: TextFeatures,
     pred = assignment_logits(image.assignments[-1].q, a_cross.k)
     p = model.cfg.img_encoder.patch_size
     size = (cross.grid[0] * p, cross.grid[1] * p)
-    return mask_consistency_loss(pred.float(), target.float(), image.image_feat.detach().float(), entity.float(),
-                                 cross.grid, size, cfg.cross_threshold, cfg.group_ratio).value
+    return start_mask_consistency_loss(pred.float(), target.float(), image.image_feat.detach().float(),
+                                       entity.float(), cross.grid, size, cfg.cross_threshold, cfg.group_ratio)
 

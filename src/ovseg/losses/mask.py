@@ -50,13 +50,43 @@ def gate_groups(pred: torch.Tensor, groups: torch.Tensor, entity: torch.Tensor, 
     return torch.where(detach.unsqueeze(-1), pred.detach(), pred), off
 
 
+@dataclass
+class PendingMatch:
+    """A Hungarian matching under way: its cost matrices travel to the host while the device keeps working.
+
+    On CUDA the copy goes to pinned memory behind an event, so the host waits only for the cost matrices,
+    not for the work queued after them (the step's other losses): scipy then runs while the GPU computes.
+    """
+
+    cost: torch.Tensor  # (B, G, G) on the host; complete once ``ready`` has fired
+    ready: torch.cuda.Event | None
+    device: torch.device
+
+    def result(self) -> torch.Tensor:
+        """(B, G) permutations, int64 on the device of the masks."""
+        if self.ready is not None:
+            self.ready.synchronize()
+        perms = np.stack([linear_sum_assignment(c)[1] for c in self.cost.numpy()])
+        return torch.from_numpy(perms).to(self.device, non_blocking=True)
+
+
 @torch.no_grad()
+def start_hungarian_match(pred: torch.Tensor, target: torch.Tensor) -> PendingMatch:
+    """Cost matrices Σ L2(normalised pred_i, normalised target_j) of (B, G, P) masks, sent to the host."""
+    cost = torch.cdist(F.normalize(pred.float(), dim=-1), F.normalize(target.float(), dim=-1))
+    if cost.device.type != "cuda":
+        return PendingMatch(cost.cpu(), None, pred.device)
+    host = torch.empty(cost.shape, dtype=cost.dtype, pin_memory=True)
+    host.copy_(cost, non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+    return PendingMatch(host, ready, pred.device)
+
+
 def hungarian_match(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """For each sample, the target order minimising Σ L2(normalised pred_i, normalised target_σ(i)).
     pred/target (B, G, P) -> (B, G) permutation σ (int64, on pred's device)."""
-    cost = torch.cdist(F.normalize(pred.float(), dim=-1), F.normalize(target.float(), dim=-1)).cpu().numpy()
-    perms = np.stack([linear_sum_assignment(c)[1] for c in cost])
-    return torch.from_numpy(perms).to(pred.device)
+    return start_hungarian_match(pred, target).result()
 
 
 def dice_loss(pred: torch.Tensor, target: torch.Tensor, num_masks: int) -> torch.Tensor:
@@ -66,17 +96,39 @@ def dice_loss(pred: torch.Tensor, target: torch.Tensor, num_masks: int) -> torch
     return dice.sum() / num_masks
 
 
+@dataclass
+class PendingMaskLoss:
+    """The mask loss up to its Hungarian matching (``start_mask_consistency_loss``); ``finish`` completes it."""
+
+    pred: torch.Tensor
+    target: torch.Tensor
+    gated: torch.Tensor
+    match: PendingMatch
+    threshold: float
+
+    def finish(self) -> MaskLossResult:
+        match = self.match.result()
+        target = torch.gather(self.target, 1, match.unsqueeze(-1).expand_as(self.target)).sigmoid()
+        target = (target >= self.threshold * target.amax(dim=-1, keepdim=True)).to(self.pred.dtype)
+        low, high = self.pred.amin(dim=-1, keepdim=True), self.pred.amax(dim=-1, keepdim=True)
+        pred = (self.pred - low) / (high - low)
+        return MaskLossResult(value=dice_loss(pred, target, pred.shape[1]), gated=self.gated, match=match)
+
+
+def start_mask_consistency_loss(pred: torch.Tensor, target: torch.Tensor, groups: torch.Tensor,
+                                entity: torch.Tensor, grid: tuple[int, int], size: tuple[int, int],
+                                threshold: float = 0.6, group_ratio: float = 0.5) -> PendingMaskLoss:
+    """``mask_consistency_loss`` in two halves, so that a training step can queue more work on the device
+    while the matching's cost matrices reach the host (see ``PendingMatch``)."""
+    pred = upsample_maps(pred, grid, size)
+    target = upsample_maps(target.detach(), grid, size)
+    pred, gated = gate_groups(pred, groups, entity, group_ratio)
+    return PendingMaskLoss(pred, target, gated, start_hungarian_match(pred, target), threshold)
+
+
 def mask_consistency_loss(pred: torch.Tensor, target: torch.Tensor, groups: torch.Tensor, entity: torch.Tensor,
                           grid: tuple[int, int], size: tuple[int, int], threshold: float = 0.6,
                           group_ratio: float = 0.5) -> MaskLossResult:
     """pred (B, G, h·w) anchor queries on partner keys; target (B, G, h·w) partner's own momentum maps;
     groups (B, G, D) anchor group embeddings; entity (B, D) text embedding of the shared entity."""
-    pred = upsample_maps(pred, grid, size)
-    target = upsample_maps(target.detach(), grid, size)
-    pred, gated = gate_groups(pred, groups, entity, group_ratio)
-    match = hungarian_match(pred, target)
-    target = torch.gather(target, 1, match.unsqueeze(-1).expand_as(target)).sigmoid()
-    target = (target >= threshold * target.amax(dim=-1, keepdim=True)).to(pred.dtype)
-    low, high = pred.amin(dim=-1, keepdim=True), pred.amax(dim=-1, keepdim=True)
-    pred = (pred - low) / (high - low)
-    return MaskLossResult(value=dice_loss(pred, target, pred.shape[1]), gated=gated, match=match)
+    return start_mask_consistency_loss(pred, target, groups, entity, grid, size, threshold, group_ratio).finish()
