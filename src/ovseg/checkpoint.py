@@ -69,6 +69,18 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
 
 
+def read_header(path: str | Path) -> dict[str, str]:
+    """The header metadata of a safetensors file, without reading its tensors."""
+    _require_file(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+
+
 def _require_file(path: str | Path) -> None:
     if not Path(path).is_file():
         raise CheckpointError(f"{path}: checkpoint not found")

@@ -58,6 +58,27 @@ def latest_checkpoint(folder: Path) -> tuple[Path, Path] | None:
     return weights, state
 
 
+def model_config_change(weights: Path, model_cfg: dict) -> str | None:
+    """'key: saved → current' for the first model setting in which the checkpoint ``weights`` differs from
+    ``model_cfg`` (a plain dict of the run's ``model`` section), or None when they agree."""
+    from ..checkpoint import read_header
+
+    saved = json.loads(read_header(weights).get("config", "{}")).get("model")
+    if saved is None:
+        return None
+
+    def first_difference(old, new, prefix: str) -> str | None:
+        if isinstance(old, dict) and isinstance(new, dict):
+            for key in sorted(set(old) | set(new)):
+                found = first_difference(old.get(key), new.get(key), f"{prefix}.{key}")
+                if found:
+                    return found
+            return None
+        return None if old == new else f"{prefix}: {old} → {new}"
+
+    return first_difference(saved, model_cfg, "model")
+
+
 def load_training_checkpoint(weights: Path, state_path: Path, model: OVSegmentor,
                              optimizer: torch.optim.Optimizer) -> dict:
     """Restore model, optimizer and RNG; return the saved state (step, epoch, metrics …)."""

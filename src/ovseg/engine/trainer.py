@@ -40,7 +40,12 @@ from ..factory import create_model, load_model, save_model
 from ..model import OVSegmentor
 from ..model.text import build_tokenizer
 from . import distributed as D
-from .checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from .checkpointing import (
+    latest_checkpoint,
+    load_training_checkpoint,
+    model_config_change,
+    save_training_checkpoint,
+)
 from .compilation import compile_hot_modules
 from .optim import build_optimizer, lr_at, scaled_lrs, set_lr
 from .sync_batchnorm import convert_batchnorm
@@ -211,6 +216,10 @@ class Run:
     def _find_checkpoint(self) -> tuple[str, str] | str | None:
         ckpt = self.cfg.checkpoint
         found = latest_checkpoint(self.output / "checkpoints") if ckpt.auto_resume else None
+        change = model_config_change(found[0], OmegaConf.to_container(self.cfg.model, resolve=True)) if found else None
+        if change and not ckpt.resume:
+            return (f"{self.output} holds a run of another model ({change}); choose another output folder, or "
+                    f"delete {self.output / 'checkpoints'} to start afresh")
         if ckpt.resume:
             found = latest_checkpoint(Path(ckpt.resume)) if Path(ckpt.resume).is_dir() else None
             if found is None:
