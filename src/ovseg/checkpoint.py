@@ -58,12 +58,8 @@ def save_weights(state_dict: dict[str, torch.Tensor], config: dict, path: str | 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(state dict, header metadata) of a safetensors file."""
-    _require_file(path)
+    metadata = read_header(path)
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
         return load_file(str(path)), metadata
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e

@@ -59,13 +59,14 @@ GLOBAL_VERSIONS = {nn.BatchNorm1d: GlobalBatchNorm, nn.BatchNorm2d: GlobalBatchN
 
 
 def convert_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
-    """Batch statistics over every rank: torch's SyncBatchNorm on CUDA, ``GlobalBatchNorm`` elsewhere."""
+    """Batch statistics over every rank: torch's SyncBatchNorm on CUDA, ``GlobalBatchNorm(2d)`` elsewhere."""
     if device_type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
         if type(child) in GLOBAL_VERSIONS:
-            replacement = GLOBAL_VERSIONS[type(child)](child.num_features, child.eps, child.momentum, child.affine,
-                                          child.track_running_stats).to(next(child.buffers(), torch.empty(0)).device)
+            version = GLOBAL_VERSIONS[type(child)]
+            replacement = version(child.num_features, child.eps, child.momentum, child.affine,
+                                  child.track_running_stats).to(next(child.buffers(), torch.empty(0)).device)
             replacement.load_state_dict(child.state_dict())
             setattr(module, name, replacement)
         else:

@@ -215,9 +215,9 @@ class Run:
 
     def _find_checkpoint(self) -> tuple[str, str] | str | None:
         ckpt = self.cfg.checkpoint
-        found = latest_checkpoint(self.output / "checkpoints") if ckpt.auto_resume else None
+        found = latest_checkpoint(self.output / "checkpoints") if ckpt.auto_resume and not ckpt.resume else None
         change = model_config_change(found[0], OmegaConf.to_container(self.cfg.model, resolve=True)) if found else None
-        if change and not ckpt.resume:
+        if change:
             return (f"{self.output} holds a run of another model ({change}); choose another output folder, or "
                     f"delete {self.output / 'checkpoints'} to start afresh")
         if ckpt.resume:

@@ -30,11 +30,14 @@ class VisionOutput:
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping patches by a strided convolution; sizes that are not multiples of the patch floor."""
+    """Non-overlapping patches by a strided convolution (or the given ``proj`` of the same stride); sizes
+    that are not multiples of the patch floor."""
 
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, norm: bool):
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, norm: bool, proj: nn.Module | None = None):
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        if proj is None:
+            proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = proj
         self.norm = nn.LayerNorm(embed_dim) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -43,33 +46,23 @@ class PatchEmbed(nn.Module):
         return self.norm(x.flatten(2).transpose(1, 2)), grid
 
 
-class ConvStem(nn.Module):
-    """Patch embedding by stride-2 convolutions (3×3, BatchNorm, GELU) up to the patch stride, then a 1×1
-    projection: early convolutions make a from-scratch ViT learn from far fewer
-    samples (Xiao et al., 2021), which the CPU quickstart needs. Tokens stay one per patch, as in ``PatchEmbed``.
-    """
-
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, norm: bool):
-        super().__init__()
-        stages = int(math.log2(patch_size))
-        if 2**stages != patch_size or stages < 1:
-            raise ValueError(f"stem 'conv' needs a power-of-two patch_size, got {patch_size}")
-        layers, width = [], in_chans
-        for i in range(stages):
-            out = max(embed_dim >> (stages - 1 - i), 16)
-            layers += [nn.Conv2d(width, out, 3, 2, 1, bias=False), nn.BatchNorm2d(out), nn.GELU()]
-            width = out
-        self.convs = nn.Sequential(*layers)
-        self.proj = nn.Conv2d(width, embed_dim, 1)
-        self.norm = nn.LayerNorm(embed_dim) if norm else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        x = self.proj(self.convs(x))
-        grid = (x.shape[2], x.shape[3])
-        return self.norm(x.flatten(2).transpose(1, 2)), grid
+def conv_stem(patch_size: int, in_chans: int, embed_dim: int, norm: bool) -> PatchEmbed:
+    """Patches by stride-2 convolutions (3×3, BatchNorm, GELU) up to the patch stride, then a 1×1
+    projection: early convolutions make a from-scratch ViT learn from far fewer samples (Xiao et al., 2021),
+    which the CPU quickstart needs. Still one token per patch."""
+    stages = int(math.log2(patch_size))
+    if 2**stages != patch_size or stages < 1:
+        raise ValueError(f"stem 'conv' needs a power-of-two patch_size, got {patch_size}")
+    layers, width = [], in_chans
+    for i in range(stages):
+        out = max(embed_dim >> (stages - 1 - i), 16)
+        layers += [nn.Conv2d(width, out, 3, 2, 1, bias=False), nn.BatchNorm2d(out), nn.GELU()]
+        width = out
+    layers.append(nn.Conv2d(width, embed_dim, 1))
+    return PatchEmbed(patch_size, in_chans, embed_dim, norm, proj=nn.Sequential(*layers))
 
 
-STEMS = {"patch": PatchEmbed, "conv": ConvStem}
+STEMS = {"patch": PatchEmbed, "conv": conv_stem}
 
 
 class MixerMlp(Mlp):
