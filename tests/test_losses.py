@@ -87,3 +87,17 @@ def test_group_entity_loss_by_hand():
     entropy = -(log_p.exp() * log_p).sum(-1).mean()
     expected = -explained.mean() - torch.max(log_p[:, 1]) + entropy
     assert group_entity_loss(groups, prompts, background, present, s).item() == pytest.approx(expected.item())
+
+
+def test_multi_label_loss_on_segments_scores_each_prompt_by_its_best_segment():
+    # image 0 shows entity 0 (segment 0) and image 1 entity 1; segment 2 of each image is never the best
+    segments = torch.tensor([[[1.0, 0.0], [0.6, 0.8], [-1.0, 0.0]],
+                             [[0.0, 1.0], [0.8, 0.6], [0.0, -1.0]]], requires_grad=True)
+    present = torch.tensor([[True, False], [False, True]])
+    s = torch.tensor(10.0)
+    loss = multi_label_loss(segments, torch.eye(2), present, s)
+    # logits s·[[1, 0.8], [0.8, 1]] in both directions: -log softmax([10, 8])[0]
+    expected = -torch.log_softmax(torch.tensor([10.0, 8.0]), 0)[0]
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    loss.backward()
+    assert segments.grad[:, 2].abs().sum() == 0 and segments.grad[:, :2].abs().sum() > 0

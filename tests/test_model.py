@@ -127,3 +127,40 @@ def test_centred_keys_make_the_assignment_blind_to_a_key_shared_by_every_patch()
             attn.k_proj.bias.add_(torch.randn(16) * 3)  # the same key offset for every patch
         _, after = attn(groups, patches)
         assert torch.allclose(before.soft, after.soft, atol=1e-6) is same
+
+
+def test_local_segments_see_only_their_own_patches():
+    """segment_values=stem, no group-token residual, no block after grouping: changing the pixels of one
+    patch leaves every segment that does not own it unchanged; GroupViT's segments all change."""
+    from ovseg.model.vision import GroupViT
+
+    kwargs = dict(img_size=32, patch_size=8, embed_dim=32, depths=[1, 0], num_heads=[2, 2],
+                  num_group_tokens=[4, 0], num_output_groups=[4], drop_path_rate=0.0)
+    torch.manual_seed(0)
+    image = torch.randn(1, 3, 32, 32)
+    changed = image.clone()
+    changed[..., :8, :8] += 0.05  # patch 0
+    for local in (True, False):
+        torch.manual_seed(1)
+        model = GroupViT(segment_values="stem" if local else "tokens", group_token_residual=not local,
+                         **kwargs).eval()
+        with torch.no_grad():
+            before, after = model(image), model(changed)
+        hard = before.assignments[0].hard[0, 0]  # (G, N)
+        assert torch.equal(hard, after.assignments[0].hard[0, 0])  # the same grouping
+        others = hard[:, 0] == 0  # segments that do not own patch 0
+        assert others.any()
+        same = torch.allclose(before.tokens[0, others], after.tokens[0, others], atol=1e-6)
+        assert same is local
+    with pytest.raises(ValueError, match="segment_values"):
+        GroupViT(segment_values="pixels", **kwargs)
+
+
+def test_stem_extra_convs_keep_the_grid():
+    from ovseg.model.vision import GroupViT
+
+    model = GroupViT(img_size=32, patch_size=8, embed_dim=32, depths=[1, 0], num_heads=[2, 2],
+                     num_group_tokens=[4, 0], num_output_groups=[2], stem="conv", stem_extra_convs=2).eval()
+    out = model(torch.randn(1, 3, 32, 40))
+    assert out.grid == (4, 5) and out.tokens.shape == (1, 2, 32)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.patch_embed.proj) == 3 + 2 + 1

@@ -37,6 +37,9 @@ class ImageEncoderConfig:
     patch_norm: bool = False
     stem: str = "patch"  # patch: one strided conv (GroupViT, official weights); conv: a small conv stack
     center_assign_keys: bool = False  # assignment logits on keys centred per image (ovseg; off in GroupViT)
+    group_token_residual: bool = True  # segment = its patches + its group token (GroupViT); false: patches only
+    stem_extra_convs: int = 0  # conv stem only: stride-1 3x3 convolutions at the patch grid
+    segment_values: str = "tokens"  # what a segment averages: its patches' tokens (GroupViT) | stem (local) features
     hard_assignment: bool = True
     gumbel_tau: float = 1.0
     fixed: bool = False
@@ -82,6 +85,7 @@ class ModelConfig:
     momentum: float = 0.99
     # ovseg additions (0/False = the original method): group-level supervision from the caption's entities
     multi_label_weight: float = 0.0  # GroupViT's multi-label prompt loss on the pooled embedding
+    multi_label_pooling: str = "mean"  # mean: on the pooled embedding (GroupViT) | max: each prompt's best segment
     group_entity_weight: float = 0.0  # segment-level MIL loss (needs learned_background)
     learned_background: bool = False  # a learned "background" embedding, used as a class at inference
     entity_prompt: str = "a photo of a {}."

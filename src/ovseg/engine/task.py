@@ -58,7 +58,8 @@ def group_losses(model: OVSegmentor, image, batch: dict, text: TextFeatures, cfg
     if D.is_distributed():
         entities = [names for part in D.gather_objects(entities) for names in part]
         image_x = gather_with_grad(image_x)
-        groups = gather_with_grad(groups) if cfg.group_entity_weight > 0 else groups
+        by_segment = cfg.group_entity_weight > 0 or cfg.multi_label_pooling == "max"
+        groups = gather_with_grad(groups) if by_segment else groups
     vocabulary = sorted({e for names in entities for e in names})
     if not vocabulary:
         return {}
@@ -67,7 +68,8 @@ def group_losses(model: OVSegmentor, image, batch: dict, text: TextFeatures, cfg
     present = presence(entities, vocabulary, prompts.device)
     scale, out = model.scale(), {}
     if cfg.multi_label_weight > 0:
-        out["multi_label"] = multi_label_loss(image_x, prompts, present, scale)
+        scored = groups if cfg.multi_label_pooling == "max" else image_x
+        out["multi_label"] = multi_label_loss(scored, prompts, present, scale)
     if cfg.group_entity_weight > 0:
         out["group_entity"] = group_entity_loss(groups, prompts, model.background_embedding, present, scale)
     return out

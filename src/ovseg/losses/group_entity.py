@@ -29,8 +29,16 @@ def presence(entities: list[list[str]], vocabulary: list[str], device: torch.dev
 
 def multi_label_loss(image_x: torch.Tensor, prompts: torch.Tensor, present: torch.Tensor,
                      scale: torch.Tensor) -> torch.Tensor:
-    """Soft-target InfoNCE both ways between pooled images (B, D) and entity prompts (K, D)."""
-    logits = scale * F.normalize(image_x, dim=-1) @ F.normalize(prompts, dim=-1).t()  # (B, K)
+    """Soft-target InfoNCE both ways between images and entity prompts (K, D).
+
+    ``image_x`` (B, D) pooled embeddings, or (B, G, D) segment embeddings: an image then scores each prompt
+    by its best segment, so that the gradient reaches the segment that shows the entity, not all of them.
+    """
+    image_x, prompts = F.normalize(image_x, dim=-1), F.normalize(prompts, dim=-1)
+    if image_x.dim() == 3:
+        logits = scale * (image_x @ prompts.t()).amax(dim=1)  # (B, G, K) -> (B, K)
+    else:
+        logits = scale * image_x @ prompts.t()  # (B, K)
     target = present.float()
     has = target.sum(1) > 0
     i2t = -(target / target.sum(1, keepdim=True).clamp(min=1) * logits.log_softmax(1)).sum(1)[has].mean()

@@ -66,13 +66,15 @@ class AssignAttention(nn.Module):
         soft = logits.softmax(dim=-2)
         return straight_through_onehot(soft, dim=-2) if self.hard else soft
 
-    def forward(self, groups: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, Assignment]:
-        """groups (B, G, C), patches x (B, N, C) -> new group tokens (B, G, C) and the assignment."""
+    def forward(self, groups: torch.Tensor, x: torch.Tensor, values: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, Assignment]:
+        """groups (B, G, C), patches x (B, N, C) -> new group tokens (B, G, C) and the assignment.
+        ``values``: other per-patch features (B, N, C) to average instead of x."""
         q = self.q_proj(groups).unsqueeze(1)  # (B, 1, G, C): one head
         k = self.k_proj(x).unsqueeze(1)
         if self.center_keys:  # drop the image-wide key component: it favours one group for every patch
             k = k - k.mean(dim=-2, keepdim=True)
-        v = self.v_proj(x).unsqueeze(1)
+        v = self.v_proj(x if values is None else values).unsqueeze(1)
         logits = (q @ k.transpose(-2, -1)) * self.scale  # (B, 1, G, N)
         hard = self._assign(logits)
         soft = logits.softmax(dim=-2)
@@ -87,8 +89,9 @@ class GroupingBlock(nn.Module):
 
     def __init__(self, dim: int, out_dim: int, num_heads: int, num_group_token: int, num_output_group: int,
                  mlp_ratio: tuple[float, float] = (0.5, 4.0), hard: bool = True, gumbel: bool = True,
-                 gumbel_tau: float = 1.0, center_keys: bool = False):
+                 gumbel_tau: float = 1.0, center_keys: bool = False, group_token_residual: bool = True):
         super().__init__()
+        self.group_token_residual = group_token_residual
         tokens_dim, channels_dim = int(mlp_ratio[0] * dim), int(mlp_ratio[1] * dim)
         self.norm_tokens = nn.LayerNorm(dim)
         self.mlp_inter = Mlp(num_group_token, tokens_dim, num_output_group)  # over the token axis
@@ -104,15 +107,18 @@ class GroupingBlock(nn.Module):
         else:
             self.reduction = nn.Identity()
 
-    def forward(self, x: torch.Tensor, group_tokens: torch.Tensor) -> tuple[torch.Tensor, Assignment]:
-        """x (B, N, C) patches, group_tokens (B, S, C) -> segment tokens (B, G, out_dim), assignment."""
+    def forward(self, x: torch.Tensor, group_tokens: torch.Tensor, values: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, Assignment]:
+        """x (B, N, C) patches, group_tokens (B, S, C) -> segment tokens (B, G, out_dim), assignment.
+        ``values`` (B, N, C): what the segments average, if not x (ovseg's ``segment_values: stem``)."""
         group_tokens = self.norm_tokens(group_tokens)
         x = self.norm_x(x)
         # token MLP over the group axis: (B, S, C) -> (B, G, C)
         projected = self.norm_post_tokens(self.mlp_inter(group_tokens.transpose(1, 2)).transpose(1, 2))
         projected = self.pre_assign_attn(projected, x)
-        new_x, assignment = self.assign(projected, x)
-        new_x = new_x + projected
+        new_x, assignment = self.assign(projected, x, None if values is None else self.norm_x(values))
+        if self.group_token_residual:  # GroupViT; without it a segment's features come from its patches only
+            new_x = new_x + projected
         return self.reduction(new_x) + self.mlp_channels(self.norm_new_x(new_x)), assignment
 
 

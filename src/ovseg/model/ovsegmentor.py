@@ -58,7 +58,8 @@ class OVSegmentor(nn.Module):
             hard_assignment=ie.hard_assignment, gumbel_tau=ie.gumbel_tau, mlp_ratio=ie.mlp_ratio,
             qkv_bias=ie.qkv_bias, drop_rate=ie.drop_rate, attn_drop_rate=ie.attn_drop_rate,
             drop_path_rate=ie.drop_path_rate, patch_norm=ie.patch_norm, stem=ie.stem,
-            center_assign_keys=ie.center_assign_keys)
+            center_assign_keys=ie.center_assign_keys, group_token_residual=ie.group_token_residual,
+            segment_values=ie.segment_values, stem_extra_convs=ie.stem_extra_convs)
         transformer = build_hf_model(te.name, te.pretrained, dict(te.hf_overrides), te.attn_implementation)
         self.text_encoder = TextEncoder(transformer, te.pooling, te.center_features)
         img_width, text_width = self.img_encoder.num_features, self.text_encoder.width

@@ -46,7 +46,7 @@ class PatchEmbed(nn.Module):
         return self.norm(x.flatten(2).transpose(1, 2)), grid
 
 
-def conv_stem(patch_size: int, in_chans: int, embed_dim: int, norm: bool) -> PatchEmbed:
+def conv_stem(patch_size: int, in_chans: int, embed_dim: int, norm: bool, extra_convs: int = 0) -> PatchEmbed:
     """Patches by stride-2 convolutions (3×3, BatchNorm, GELU) up to the patch stride, then a 1×1
     projection: early convolutions make a from-scratch ViT learn from far fewer samples (Xiao et al., 2021),
     which the CPU quickstart needs. Still one token per patch."""
@@ -58,6 +58,8 @@ def conv_stem(patch_size: int, in_chans: int, embed_dim: int, norm: bool) -> Pat
         out = max(embed_dim >> (stages - 1 - i), 16)
         layers += [nn.Conv2d(width, out, 3, 2, 1, bias=False), nn.BatchNorm2d(out), nn.GELU()]
         width = out
+    for _ in range(extra_convs):  # stride-1 3x3 at the patch grid: a wider receptive field per patch
+        layers += [nn.Conv2d(width, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.GELU()]
     layers.append(nn.Conv2d(width, embed_dim, 1))
     return PatchEmbed(patch_size, in_chans, embed_dim, norm, proj=nn.Sequential(*layers))
 
@@ -90,7 +92,7 @@ class GroupingLayer(nn.Module):
         self.downsample = downsample
         self.group_projector = group_projector
 
-    def forward(self, x: torch.Tensor, prev_group_token: torch.Tensor | None
+    def forward(self, x: torch.Tensor, prev_group_token: torch.Tensor | None, values: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None, Assignment | None]:
         group_token = None
         if self.num_group_token > 0:
@@ -104,7 +106,7 @@ class GroupingLayer(nn.Module):
             x, group_token = x[:, : -self.num_group_token], x[:, -self.num_group_token :]
         assignment = None
         if self.downsample is not None:
-            x, assignment = self.downsample(x, group_token)
+            x, assignment = self.downsample(x, group_token, values)
         return x, group_token, assignment
 
 
@@ -127,14 +129,19 @@ class GroupViT(nn.Module):
                  hard_assignment: bool = True, gumbel_tau: float = 1.0, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.1, patch_norm: bool = False, stem: str = "patch",
-                 center_assign_keys: bool = False):
+                 center_assign_keys: bool = False, group_token_residual: bool = True,
+                 segment_values: str = "tokens", stem_extra_convs: int = 0):
         super().__init__()
         _check_stages(depths, num_heads, num_group_tokens, num_output_groups, embed_factors)
         self.patch_size = patch_size
+        if segment_values not in ("tokens", "stem"):
+            raise ValueError(f"segment_values must be 'tokens' or 'stem', got '{segment_values}'")
+        self.segment_values = segment_values
         self.base_grid = (img_size // patch_size, img_size // patch_size)
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {', '.join(STEMS)}, got '{stem}'")
-        self.patch_embed = STEMS[stem](patch_size, in_chans, embed_dim, patch_norm)
+        extra = {"extra_convs": stem_extra_convs} if stem_extra_convs else {}
+        self.patch_embed = STEMS[stem](patch_size, in_chans, embed_dim, patch_norm, **extra)
         self.pos_embed = nn.Parameter(torch.zeros(self.base_grid[0] * self.base_grid[1], embed_dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(drop_rate)
@@ -147,7 +154,8 @@ class GroupViT(nn.Module):
                 downsample = GroupingBlock(dim, int(embed_dim * embed_factors[i + 1]), num_heads[i],
                                            num_group_tokens[i], num_output_groups[i],
                                            hard=hard_assignment, gumbel=hard_assignment, gumbel_tau=gumbel_tau,
-                                           center_keys=center_assign_keys)
+                                           center_keys=center_assign_keys,
+                                           group_token_residual=group_token_residual)
             projector = None
             if i > 0 and num_group_tokens[i] > 0:
                 prev = int(embed_dim * embed_factors[i - 1])
@@ -167,8 +175,10 @@ class GroupViT(nn.Module):
         x, grid = self.patch_embed(images)
         x = self.pos_drop(x + resize_pos_embed(self.pos_embed, self.base_grid, grid))
         group_token, assignments = None, []
+        values = x if self.segment_values == "stem" else None  # the first grouping averages stem features
         for layer in self.layers:
-            x, group_token, assignment = layer(x, group_token)
+            x, group_token, assignment = layer(x, group_token, values)
+            values = None
             if assignment is not None:
                 assignments.append(assignment)
         x = self.norm(x)
