@@ -26,7 +26,8 @@ SMALL = ["data.scenes.train_size=64", "data.scenes.val_size=4", "data.image_size
          "model.img_encoder.embed_dim=32", "model.img_encoder.num_heads=[2,2]", "model.img_encoder.depths=[1,1]",
          "model.proj_inner_dim=64", "model.output_dim=32", "evaluate.val_every_steps=0",
          "evaluate.val_bg_thresholds=[0.5]", "train.log_every=1", "train.text_cache_bf16=false",
-         "model.img_encoder.stem=patch"]  # the paper's patch stem; the conv stem is checked below
+         # the paper's patch stem; the conv stem is checked below
+         "model.img_encoder.stem=patch", "model.img_encoder.stem_extra_convs=0"]
 # deterministic and gradient-sensitive: soft grouping (no Gumbel noise), BatchNorm heads (global statistics),
 # and AdamW with a large eps, whose step is then proportional to the gradient (a plain first Adam step is
 # ±lr whatever the gradient's scale, so it would hide a wrongly scaled gradient)

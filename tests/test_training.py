@@ -132,4 +132,5 @@ def test_train_cli_smoke(tmp_path):
 def test_an_output_folder_of_another_model_is_refused_with_the_setting_that_differs(tmp_path):
     train(small_cfg(extra=["train.max_steps=2", "checkpoint.every_steps=2"]), tmp_path)
     with pytest.raises(ConfigError, match=r"another model \(model.img_encoder.stem: conv → patch\); choose another"):
-        train(small_cfg(extra=["train.max_steps=3", "model.img_encoder.stem=patch"]), tmp_path)
+        train(small_cfg(extra=["train.max_steps=3", "model.img_encoder.stem=patch",
+                               "model.img_encoder.stem_extra_convs=0"]), tmp_path)

@@ -140,6 +140,8 @@ class GroupViT(nn.Module):
         self.base_grid = (img_size // patch_size, img_size // patch_size)
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {', '.join(STEMS)}, got '{stem}'")
+        if stem_extra_convs and stem != "conv":
+            raise ValueError(f"stem_extra_convs needs stem 'conv', got stem '{stem}'")
         extra = {"extra_convs": stem_extra_convs} if stem_extra_convs else {}
         self.patch_embed = STEMS[stem](patch_size, in_chans, embed_dim, patch_norm, **extra)
         self.pos_embed = nn.Parameter(torch.zeros(self.base_grid[0] * self.base_grid[1], embed_dim))
