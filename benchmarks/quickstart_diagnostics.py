@@ -8,7 +8,12 @@ Prints one JSON line for a checkpoint on the embedded validation (or test) scene
   recognition, the model's own grouping and background decision), per background threshold: with fewer
   candidate classes the probabilities are higher, so its best threshold is usually higher;
 - ``miou``: the harness with every category, per background threshold;
-- ``largest_group_share``: mean share of pixels in an image's largest group (1.0 = all patches in one group).
+- ``largest_group_share``: mean share of pixels in an image's largest group (1.0 = all patches in one group);
+- ``segment_naming_auc``: do the segments name what they cover? Every segment that owns pixels is scored
+  against each class prompt (cosine) and labelled with its majority class; the mean over classes of the
+  ROC AUC of class c's score for its own segments against all others (0.5 = no information);
+- ``object_vs_background_auc``: ROC AUC of a segment's best class score, object segments against
+  background ones.
 
     python benchmarks/quickstart_diagnostics.py runs/quickstart/stage2/best.safetensors
 """
@@ -20,6 +25,7 @@ import json
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 
 from ovseg.data.scenes.dataset import CaptionedScenes, class_names
 from ovseg.engine.validate import scene_seg_config
@@ -37,6 +43,22 @@ def majority_labels(groups: torch.Tensor, gt: torch.Tensor, num_classes: int) ->
     return out
 
 
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve by the Mann-Whitney U statistic (ties count half); NaN without both kinds."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def naming_aucs(scores: np.ndarray, majority: np.ndarray) -> tuple[float, float]:
+    """scores (S, C) segment-class cosines, majority (S,) labels (0 = background) -> (mean per-class AUC,
+    object-vs-background AUC of the best class score)."""
+    per_class = [roc_auc(scores[:, c - 1], majority == c) for c in range(1, scores.shape[1] + 1)]
+    return float(np.nanmean(per_class)), roc_auc(scores.max(1), majority > 0)
+
+
 def diagnose(checkpoint: str, split: str, images: int, thresholds: list[float]) -> dict:
     model, cfg = load_model(checkpoint)
     size = cfg.data.image_size
@@ -47,7 +69,7 @@ def diagnose(checkpoint: str, split: str, images: int, thresholds: list[float]) 
     k = len(names) + 1
     oracle = ConfusionMatrix(k)
     full, known = ({t: ConfusionMatrix(k) for t in thresholds} for _ in range(2))
-    top1, largest = 0, []
+    top1, largest, seg_scores, seg_majority = 0, [], [], []
     with torch.no_grad():
         for i in range(images):
             image, labels = scenes.render(i)
@@ -57,16 +79,22 @@ def diagnose(checkpoint: str, split: str, images: int, thresholds: list[float]) 
             top1 += int((enc.image_emb[0] @ text.t()).argmax()) + 1 in present
             groups = enc.group_maps[0].long()
             largest.append(float(torch.bincount(groups.flatten()).max()) / groups.numel())
-            oracle.update(majority_labels(groups, gt, k), gt)
+            majority = majority_labels(groups, gt, k)
+            oracle.update(majority, gt)
+            for g in groups.unique():
+                seg_scores.append((enc.group_emb[0, g] @ text.t()).numpy())
+                seg_majority.append(int(majority[groups == g][0]))
             for t in thresholds:
                 full[t].update(segmenter.predict(image, names, bg_thresh=t).labels, gt)
                 restricted = segmenter.predict(image, [names[c - 1] for c in present], bg_thresh=t)
                 known[t].update(torch.tensor([0, *present])[restricted.labels], gt)
+    naming, object_vs_background = naming_aucs(np.stack(seg_scores), np.array(seg_majority))
     return {"checkpoint": checkpoint, "split": split, "images": images, "image_top1": top1 / images,
             "group_oracle_miou": oracle.scores().miou * 100,
             "known_labels_miou": {str(t): m.scores().miou * 100 for t, m in known.items()},
             "miou": {str(t): m.scores().miou * 100 for t, m in full.items()},
-            "largest_group_share": float(np.mean(largest))}
+            "largest_group_share": float(np.mean(largest)),
+            "segment_naming_auc": naming, "object_vs_background_auc": object_vs_background}
 
 
 def main() -> None:
