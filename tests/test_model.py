@@ -164,3 +164,11 @@ def test_stem_extra_convs_keep_the_grid():
     out = model(torch.randn(1, 3, 32, 40))
     assert out.grid == (4, 5) and out.tokens.shape == (1, 2, 32)
     assert sum(isinstance(m, torch.nn.Conv2d) for m in model.patch_embed.proj) == 3 + 2 + 1
+
+
+def test_a_bad_image_encoder_setting_is_a_config_error_naming_it():
+    from ovseg.errors import ConfigError
+
+    cfg = load_config(preset_path("quickstart/stage1"), ["model.img_encoder.stem=patch"])
+    with pytest.raises(ConfigError, match="model.img_encoder: stem_extra_convs needs stem 'conv'"):
+        ovseg.create_model(cfg)

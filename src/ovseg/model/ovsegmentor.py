@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from ..errors import ConfigError
 from .entity_decoder import EntityDecoder
 from .grouping import Assignment
 from .heads import ProjectMLP
@@ -51,15 +52,18 @@ class OVSegmentor(nn.Module):
         super().__init__()
         self.cfg = cfg
         ie, te = cfg.img_encoder, cfg.text_encoder
-        self.img_encoder = GroupViT(
-            img_size=ie.img_size, patch_size=ie.patch_size, in_chans=ie.in_chans, embed_dim=ie.embed_dim,
-            embed_factors=list(ie.embed_factors), depths=list(ie.depths), num_heads=list(ie.num_heads),
-            num_group_tokens=list(ie.num_group_tokens), num_output_groups=list(ie.num_output_groups),
-            hard_assignment=ie.hard_assignment, gumbel_tau=ie.gumbel_tau, mlp_ratio=ie.mlp_ratio,
-            qkv_bias=ie.qkv_bias, drop_rate=ie.drop_rate, attn_drop_rate=ie.attn_drop_rate,
-            drop_path_rate=ie.drop_path_rate, patch_norm=ie.patch_norm, stem=ie.stem,
-            center_assign_keys=ie.center_assign_keys, group_token_residual=ie.group_token_residual,
-            segment_values=ie.segment_values, stem_extra_convs=ie.stem_extra_convs)
+        try:
+            self.img_encoder = GroupViT(
+                img_size=ie.img_size, patch_size=ie.patch_size, in_chans=ie.in_chans, embed_dim=ie.embed_dim,
+                embed_factors=list(ie.embed_factors), depths=list(ie.depths), num_heads=list(ie.num_heads),
+                num_group_tokens=list(ie.num_group_tokens), num_output_groups=list(ie.num_output_groups),
+                hard_assignment=ie.hard_assignment, gumbel_tau=ie.gumbel_tau, mlp_ratio=ie.mlp_ratio,
+                qkv_bias=ie.qkv_bias, drop_rate=ie.drop_rate, attn_drop_rate=ie.attn_drop_rate,
+                drop_path_rate=ie.drop_path_rate, patch_norm=ie.patch_norm, stem=ie.stem,
+                center_assign_keys=ie.center_assign_keys, group_token_residual=ie.group_token_residual,
+                segment_values=ie.segment_values, stem_extra_convs=ie.stem_extra_convs)
+        except ValueError as e:  # a user's setting: one line naming it, not a traceback
+            raise ConfigError(f"model.img_encoder: {e}") from e
         transformer = build_hf_model(te.name, te.pretrained, dict(te.hf_overrides), te.attn_implementation)
         self.text_encoder = TextEncoder(transformer, te.pooling, te.center_features)
         img_width, text_width = self.img_encoder.num_features, self.text_encoder.width
