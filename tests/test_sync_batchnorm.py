@@ -43,3 +43,16 @@ def test_two_ranks_match_one_process_with_the_whole_batch(tmp_path):
     assert torch.allclose(got["grad"], x.grad[:3], atol=1e-5)
     for key in ("1.running_mean", "1.running_var", "3.running_mean", "3.running_var"):
         assert torch.allclose(got["state"][key], model.state_dict()[key], rtol=1e-5, atol=1e-6), key
+
+
+def test_conversion_keeps_parameters_frozen_state_and_mode():
+    """A frozen BatchNorm (the stage-2 EMA encoder's) must stay frozen after conversion: a trainable copy
+    never gets a gradient, so DDP never averaged the gradient bucket holding it (found as stage-2 ranks
+    ending with different weights)."""
+    model = _model()
+    model[1].requires_grad_(False).eval()
+    weight, bias = model[1].weight, model[1].bias
+    converted = convert_batchnorm(model, "cpu")
+    assert converted[1].weight is weight and converted[1].bias is bias
+    assert not converted[1].weight.requires_grad and not converted[1].training
+    assert converted[3].weight.requires_grad and converted[3].training

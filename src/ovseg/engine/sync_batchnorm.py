@@ -68,6 +68,11 @@ def convert_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
             replacement = version(child.num_features, child.eps, child.momentum, child.affine,
                                   child.track_running_stats).to(next(child.buffers(), torch.empty(0)).device)
             replacement.load_state_dict(child.state_dict())
+            # keep the same Parameter objects, as torch's SyncBatchNorm conversion does: a frozen BatchNorm (the
+            # EMA encoder's) must stay frozen, or DDP waits for its gradients and never averages their bucket
+            if child.affine:
+                replacement.weight, replacement.bias = child.weight, child.bias
+            replacement.train(child.training)
             setattr(module, name, replacement)
         else:
             convert_batchnorm(child, device_type)
