@@ -64,7 +64,7 @@ def conv_stem(patch_size: int, in_chans: int, embed_dim: int, norm: bool, extra_
     return PatchEmbed(patch_size, in_chans, embed_dim, norm, proj=nn.Sequential(*layers))
 
 
-STEMS = {"patch": PatchEmbed, "conv": conv_stem}
+STEMS = ("patch", "conv")
 
 
 class MixerMlp(Mlp):
@@ -140,10 +140,12 @@ class GroupViT(nn.Module):
         self.base_grid = (img_size // patch_size, img_size // patch_size)
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {', '.join(STEMS)}, got '{stem}'")
-        if stem_extra_convs and stem != "conv":
+        if stem == "conv":
+            self.patch_embed = conv_stem(patch_size, in_chans, embed_dim, patch_norm, stem_extra_convs)
+        elif stem_extra_convs:
             raise ValueError(f"stem_extra_convs needs stem 'conv', got stem '{stem}'")
-        extra = {"extra_convs": stem_extra_convs} if stem_extra_convs else {}
-        self.patch_embed = STEMS[stem](patch_size, in_chans, embed_dim, patch_norm, **extra)
+        else:
+            self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, patch_norm)
         self.pos_embed = nn.Parameter(torch.zeros(self.base_grid[0] * self.base_grid[1], embed_dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(drop_rate)
