@@ -52,7 +52,8 @@ def group_maps_from_soft(soft: torch.Tensor, grid: tuple[int, int], size: tuple[
     """(K, 1, G, h·w) -> (K, H, W) uint8: argmax over groups of the bilinear (align_corners=False) upsample."""
     k, _, g, _ = soft.shape
     up = F.interpolate(soft.reshape(k, g, *grid), size=size, mode="bilinear", align_corners=False)
-    return up.argmax(dim=1).to(torch.uint8)
+    # max(...).indices is argmax (first maximum on ties, both documented) but ~5x faster on CPU along dim 1
+    return up.max(dim=1).indices.to(torch.uint8)
 
 
 @torch.no_grad()
@@ -80,12 +81,14 @@ def encode_windows(model: OVSegmentor, image: torch.Tensor, crop: int = 448, str
 def average_window_logits(enc: ImageEncoding, tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """tables (K, G, C) per-window group→class logits -> (averaged logits (C, H, W), count (H, W))."""
     height, width = enc.size
-    canvas = tables.new_zeros(height, width, tables.shape[-1])
+    canvas = tables.new_zeros(tables.shape[-1], height, width)  # (C, H, W): contiguous for the resize after
     count = torch.zeros(height, width, dtype=torch.int32, device=tables.device)
     for k, (y1, y2, x1, x2) in enumerate(enc.boxes):
-        canvas[y1:y2, x1:x2] += tables[k][enc.group_maps[k].long()]
+        groups = enc.group_maps[k].long()
+        per_pixel = tables[k].t().contiguous().index_select(1, groups.flatten()).view(-1, *groups.shape)
+        canvas[:, y1:y2, x1:x2] += per_pixel
         count[y1:y2, x1:x2] += 1
-    return (canvas / count.unsqueeze(-1)).permute(2, 0, 1), count
+    return canvas / count, count
 
 
 def _bilinear_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
