@@ -64,7 +64,7 @@ def diagnose(checkpoint: str, split: str, images: int, thresholds: list[float]) 
     size = cfg.data.image_size
     scenes = CaptionedScenes(split, images, size, clutter=cfg.data.scenes.clutter)
     names = class_names()
-    segmenter = Segmenter(model.eval(), scene_seg_config(size, cfg.evaluate.seg.template))
+    segmenter = Segmenter(model.eval(), scene_seg_config(size, cfg.evaluate.seg))
     text = segmenter.class_embeddings(names)
     k = len(names) + 1
     oracle = ConfusionMatrix(k)

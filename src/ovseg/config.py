@@ -108,6 +108,9 @@ class SegConfig:
     batch_crops: int = 8
     background: str = "threshold"  # threshold (the original) | learned (needs model.learned_background)
     precision: str = "fp32"  # fp32 (exact) | bf16-matmul (bf16 matrix products, fp32 elsewhere) | bf16 (autocast)
+    refine: str = "none"  # none (the original) | pamr: colour-affinity refinement of the class maps (TCL's)
+    refine_iterations: int = 10
+    refine_temperature: float = 0.3  # affinity exp(-|colour difference| / (temperature x local std))
 
 
 @dataclass

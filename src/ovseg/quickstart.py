@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 from PIL import Image
 
 from .checkpoint import atomic_write
@@ -70,14 +71,18 @@ def evaluate_test(model, cfg, result: TrainResult) -> dict:
     test = scene_split(cfg, "test")
     seg = cfg.evaluate.seg
     thresh = result.best_bg_thresh if result.best_bg_thresh is not None else seg.bg_thresh
-    names = evaluate_scenes(model, test, class_names(), [thresh], cfg.data.image_size, seg.template, seg.background)
-    synonyms = evaluate_scenes(model, test, held_out_names(), [thresh], cfg.data.image_size, seg.template,
-                               seg.background)
+    names = evaluate_scenes(model, test, class_names(), [thresh], cfg.data.image_size, seg)
+    synonyms = evaluate_scenes(model, test, held_out_names(), [thresh], cfg.data.image_size, seg)
     first, second = next(iter(names.values())), next(iter(synonyms.values()))
-    return {"miou": first["miou"], "miou_synonyms": second["miou"], "per_class_iou": first["per_class_iou"],
-            "per_class_iou_synonyms": second["per_class_iou"], "val_miou": result.best_val_miou,
-            "bg_thresh": thresh, "background": seg.background, "test_images": len(test),
-            "held_out_synonyms": dict(zip(class_names(), held_out_names(), strict=True))}
+    report = {"miou": first["miou"], "miou_synonyms": second["miou"], "per_class_iou": first["per_class_iou"],
+              "per_class_iou_synonyms": second["per_class_iou"], "val_miou": result.best_val_miou,
+              "bg_thresh": thresh, "background": seg.background, "refine": seg.refine, "test_images": len(test),
+              "held_out_synonyms": dict(zip(class_names(), held_out_names(), strict=True))}
+    if seg.refine != "none":  # the paper's harness (no refinement) as well, for comparison
+        plain = OmegaConf.merge(seg, {"refine": "none"})
+        report["miou_unrefined"] = evaluate_scenes(model, test, class_names(), [thresh], cfg.data.image_size,
+                                                   plain)[thresh]["miou"]
+    return report
 
 
 def write_plot(out: Path, stages: list[str]) -> Path:
@@ -108,7 +113,7 @@ def write_overlays(out: Path, model, cfg, result: TrainResult, count: int, zoom:
     """overlays/test_XXX.png: input | ground truth | prediction, with a legend."""
     if count <= 0:
         return []
-    seg_cfg = scene_seg_config(cfg.data.image_size, cfg.evaluate.seg.template, cfg.evaluate.seg.background)
+    seg_cfg = scene_seg_config(cfg.data.image_size, cfg.evaluate.seg)
     segmenter, test = Segmenter(model, seg_cfg), scene_split(cfg, "test")
     names = ["background", *class_names()]
     palette = class_palette(len(names))

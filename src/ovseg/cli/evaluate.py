@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="folder for results.json")
     p.add_argument("--limit", type=int, help="evaluate only the first N images (a quick look)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
+    p.add_argument("--refine", choices=("none", "pamr"),
+                   help="pamr: refine the class maps along colour edges (TCL's test-time step; default none)")
     p.add_argument("--precision", choices=("fp32", "bf16-matmul", "bf16"),
                    help="image-encoder precision (default fp32, exact; bf16-matmul: faster, BENCHMARKS.md)")
     p.add_argument("--batch-crops", type=int, help="windows per forward pass, across images (default 8)")
@@ -38,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     opts = list(args.opts) + ([f"evaluate.seg.batch_crops={args.batch_crops}"] if args.batch_crops else [])
     opts += [f"evaluate.seg.precision={args.precision}"] if args.precision else []
+    opts += [f"evaluate.seg.refine={args.refine}"] if args.refine else []
     cfg = load_eval_config(args.dataset, args.cfg, opts)
     device = resolve_device(args.device)
     seg = Segmenter.from_checkpoint(args.resume, device=device, seg_cfg=cfg.evaluate.seg,

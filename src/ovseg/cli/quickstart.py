@@ -25,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
                                 args.overlays)
     report = run_quickstart(options)
     print(format_table(report))
-    print(f"\nzero-shot test mIoU {report['miou']:.1f} (held-out synonyms {report['miou_synonyms']:.1f}), "
+    refined = (f" with {report['refine']} refinement ({report['miou_unrefined']:.1f} without)"
+               if "miou_unrefined" in report else "")
+    print(f"\nzero-shot test mIoU {report['miou']:.1f}{refined} (held-out synonyms {report['miou_synonyms']:.1f}), "
           f"{report['seconds'] / 60:.1f} min; report: {Path(args.output) / 'results.json'}, "
           f"{Path(args.output) / 'training.png'}, {Path(args.output) / 'overlays'}/")
     return 0

@@ -301,9 +301,8 @@ class Run:
         """Zero-shot val mIoU for each candidate background threshold; keep the best model."""
         if self.val_set is None or not D.is_main():
             return
-        seg = self.cfg.evaluate.seg
         results = evaluate_scenes(self.model, self.val_set, class_names(), list(self.cfg.evaluate.val_bg_thresholds),
-                                  self.cfg.data.image_size, seg.template, seg.background)
+                                  self.cfg.data.image_size, self.cfg.evaluate.seg)
         thresh, best = max(results.items(), key=lambda kv: kv[1]["miou"])
         self.log({"step": self.state["step"], "val_miou": best["miou"], "val_bg_thresh": thresh})
         if self.state["best_val_miou"] is None or best["miou"] > self.state["best_val_miou"]:

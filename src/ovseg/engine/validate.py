@@ -11,21 +11,26 @@ from ..inference import Segmenter
 from ..model import OVSegmentor
 
 
-def scene_seg_config(image_size: int, template: str = "simple", background: str = "threshold") -> DictConfig:
-    """The harness on small square scenes: one window, no resize."""
+def scene_seg_config(image_size: int, seg: DictConfig | None = None) -> DictConfig:
+    """The harness on small square scenes: one window, no resize; the scoring settings (template, background,
+    refinement) from ``seg`` (an ``evaluate.seg`` section; default: the schema's)."""
     cfg = schema().evaluate.seg
+    if seg is not None:
+        cfg.merge_with({k: seg[k] for k in ("template", "background", "refine", "refine_iterations",
+                                            "refine_temperature")})
     cfg.merge_with({"dataset": None, "mode": "whole", "short_side": image_size, "max_long_side": image_size,
-                    "crop_size": image_size, "stride": image_size, "template": template, "background": background})
+                    "crop_size": image_size, "stride": image_size})
     return cfg
 
 
 @torch.no_grad()
 def evaluate_scenes(model: OVSegmentor, dataset, class_names: list[str], thresholds: list[float],
-                    image_size: int, template: str = "simple", background: str = "threshold") -> dict[float, dict]:
-    """{bg_thresh: {"miou", "per_class_iou"}} over ``dataset`` (``render(i)`` -> uint8 image, labels)."""
+                    image_size: int, seg: DictConfig | None = None) -> dict[float, dict]:
+    """{bg_thresh: {"miou", "per_class_iou"}} over ``dataset`` (``render(i)`` -> uint8 image, labels), scored
+    with the ``evaluate.seg`` settings ``seg`` (see ``scene_seg_config``)."""
     was_training = model.training
-    segmenter = Segmenter(model.eval(), scene_seg_config(image_size, template, background))
-    thresholds = thresholds if background == "threshold" else [0.0]
+    segmenter = Segmenter(model.eval(), scene_seg_config(image_size, seg))
+    thresholds = thresholds if segmenter.cfg.background == "threshold" else [0.0]
     names = ["background"] + list(class_names)
     matrices = {t: ConfusionMatrix(len(names)) for t in thresholds}
     for i in range(len(dataset)):

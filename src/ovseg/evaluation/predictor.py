@@ -78,7 +78,7 @@ class HarnessPredictor:
         scores = group_class_scores(enc.group_emb, enc.image_emb, self.text, self.seg.model.scale().float(),
                                     self.seg.cfg.top_k)
         logits, _ = average_window_logits(enc, crop_class_table(scores.probs, self.bg_thresh))
-        return labels_and_scores(logits, tuple(size))[0]
+        return labels_and_scores(self.seg.refine(logits, enc), tuple(size))[0]
 
 
 def _crop(image: torch.Tensor, box: Box) -> torch.Tensor:
@@ -89,4 +89,4 @@ def _crop(image: torch.Tensor, box: Box) -> torch.Tensor:
 def _assemble(sample: Sample, boxes: list[Box], parts: list[tuple], grid: tuple[int, int]) -> ImageEncoding:
     soft, maps, groups, pooled = (torch.stack(t) for t in zip(*parts, strict=True))
     return ImageEncoding(size=tuple(sample.image.shape[-2:]), boxes=boxes, grid=grid, soft=soft, group_maps=maps,
-                         group_emb=groups, image_emb=pooled)
+                         group_emb=groups, image_emb=pooled, image=sample.image[0])

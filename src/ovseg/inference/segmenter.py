@@ -27,6 +27,7 @@ from ..model.text import build_tokenizer
 from .head import crop_class_table, group_class_scores
 from .precision import inference_precision
 from .preprocess import load_image, prepare_image, to_rgb_array
+from .refine import refine_masks
 from .slide import ImageEncoding, average_window_logits, encode_windows, group_maps_from_soft, labels_and_scores
 from .vocabulary import display_name, embed_class_names
 
@@ -64,6 +65,8 @@ class Segmenter:
         self.cfg = seg_cfg if seg_cfg is not None else schema().evaluate.seg
         if self.cfg.background not in ("threshold", "learned"):
             raise OvsegError(f"evaluate.seg.background: expected 'threshold' or 'learned', got '{self.cfg.background}'")
+        if self.cfg.refine not in ("none", "pamr"):
+            raise OvsegError(f"evaluate.seg.refine: expected 'none' or 'pamr', got '{self.cfg.refine}'")
         if self.cfg.background == "learned" and not hasattr(model, "background_embedding"):
             raise OvsegError("evaluate.seg.background=learned needs a model trained with model.learned_background")
         te = model.cfg.text_encoder
@@ -131,10 +134,20 @@ class Segmenter:
                                     top_k or self.cfg.top_k, always_keep=0 if learned else None)
         table = scores.probs if learned else crop_class_table(scores.probs, thresh)
         logits, _ = average_window_logits(enc, table)
+        logits = self.refine(logits, enc)
         labels, score = labels_and_scores(logits, ori)
         names = (["background"] if thresh is not None else []) + [display_name(n) for n in class_names]
         return Prediction(labels=labels.cpu(), scores=score.cpu(), class_names=names, logits=logits,
                           group_maps=enc.group_maps, boxes=enc.boxes)
+
+    def refine(self, logits: torch.Tensor, enc: ImageEncoding) -> torch.Tensor:
+        """The averaged class maps (C, H, W), refined along colour edges when ``refine: pamr`` (else as is)."""
+        if self.cfg.refine == "none":
+            return logits
+        if enc.image is None:
+            raise ValueError("refine: pamr needs the processed image in the ImageEncoding")
+        return refine_masks(enc.image.to(logits.device), logits, self.cfg.refine_iterations,
+                            temperature=self.cfg.refine_temperature)
 
     @torch.no_grad()
     def group_layers(self, image: ImageLike) -> list[torch.Tensor]:

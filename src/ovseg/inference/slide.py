@@ -24,7 +24,8 @@ class ImageEncoding:
 
     size: (H, W) processed size; boxes: K windows; soft: (K, 1, G, h·w) soft assignment at the patch grid
     ``grid``; group_maps: (K, h_c, w_c) uint8, argmax group of the bilinearly upsampled soft map;
-    group_emb: (K, G, D) and image_emb: (K, D), L2-normalised.
+    group_emb: (K, G, D) and image_emb: (K, D), L2-normalised; image: (3, H, W) the processed input
+    (for refinement).
     """
 
     size: tuple[int, int]
@@ -34,6 +35,7 @@ class ImageEncoding:
     group_maps: torch.Tensor
     group_emb: torch.Tensor
     image_emb: torch.Tensor
+    image: torch.Tensor | None = None
 
 
 def slide_boxes(height: int, width: int, crop: int, stride: int) -> list[Box]:
@@ -75,7 +77,8 @@ def encode_windows(model: OVSegmentor, image: torch.Tensor, crop: int = 448, str
         groups.append(F.normalize(out.image_feat.float(), dim=-1))
         pooled.append(F.normalize(out.image_x.float(), dim=-1))
     return ImageEncoding(size=(height, width), boxes=boxes, grid=grid, soft=torch.cat(softs),
-                         group_maps=torch.cat(maps), group_emb=torch.cat(groups), image_emb=torch.cat(pooled))
+                         group_maps=torch.cat(maps), group_emb=torch.cat(groups), image_emb=torch.cat(pooled),
+                         image=image[0])
 
 
 def average_window_logits(enc: ImageEncoding, tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,64 @@
+"""Colour-affinity refinement (evaluate.seg.refine: pamr)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ovseg
+from ovseg.errors import OvsegError
+from ovseg.inference.refine import neighbour_affinity, refine_masks
+
+
+def two_regions(height: int = 32, width: int = 40, edge: int = 23) -> torch.Tensor:
+    """A red region left of column ``edge`` and a blue one right of it, with a little noise."""
+    torch.manual_seed(0)
+    image = torch.zeros(3, height, width)
+    image[0, :, :edge] = 1.0
+    image[2, :, edge:] = 1.0
+    return image + 0.02 * torch.randn_like(image)
+
+
+def test_affinity_is_a_distribution_over_neighbours_that_avoids_other_colours():
+    image = two_regions()
+    affinity = neighbour_affinity(image, dilations=(1, 2))
+    assert affinity.shape == (16, 32, 40)
+    torch.testing.assert_close(affinity.sum(0), torch.ones(32, 40))
+    # pixel (10, 21): its right neighbours at distance 2 lie across the edge (column 23), the left ones do not
+    offsets = [(dy * d, dx * d) for d in (1, 2) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    across = affinity[offsets.index((0, 2)), 10, 21]
+    same = affinity[offsets.index((0, -2)), 10, 21]
+    assert across < 0.01 * same
+
+
+def test_refinement_keeps_a_uniform_map_and_moves_a_blocky_edge_to_the_colour_edge():
+    image = two_regions()
+    flat = torch.full((2, 32, 40), 0.5)
+    torch.testing.assert_close(refine_masks(image, flat), flat)
+    blocky = torch.zeros(2, 32, 40)
+    blocky[0, :, :16] = 1.0  # class 0 stops 7 pixels short of the red region's edge (column 23)
+    blocky[1, :, 16:] = 1.0
+    truth = torch.zeros(32, 40, dtype=torch.long)
+    truth[:, 23:] = 1
+    before = (blocky.argmax(0) == truth).float().mean()
+    after = (refine_masks(image, blocky, iterations=10).argmax(0) == truth).float().mean()
+    assert before < 0.85
+    assert after > 0.99
+
+
+def test_refinement_refuses_masks_of_another_size():
+    with pytest.raises(ValueError, match="differ in size"):
+        refine_masks(torch.zeros(3, 8, 8), torch.zeros(2, 8, 9))
+
+
+def test_segmenter_refines_only_when_asked(tiny_checkpoint, photos):
+    model, _ = ovseg.load_model(tiny_checkpoint)
+    cfg = ovseg.load_config().evaluate.seg
+    plain = ovseg.Segmenter(model, cfg).predict(photos["coffee"], ["cat", "dog", "sky"])
+    cfg.refine = "pamr"
+    refined = ovseg.Segmenter(model, cfg).predict(photos["coffee"], ["cat", "dog", "sky"])
+    assert refined.labels.shape == plain.labels.shape
+    assert not torch.equal(refined.logits, plain.logits)
+    cfg.refine = "crf"
+    with pytest.raises(OvsegError, match="evaluate.seg.refine: expected 'none' or 'pamr', got 'crf'"):
+        ovseg.Segmenter(model, cfg)
