@@ -23,8 +23,25 @@ def test_quickstart_writes_results_plot_and_overlays(tmp_path):
     assert {"miou", "miou_synonyms", "per_class_iou", "seconds", "settings"} <= set(report)
     assert len(report["per_class_iou"]) == 11 and report["test_images"] == 6 and report["stages"] == 2
     assert report["bg_thresh"] in (0.5, 0.9)  # chosen on validation
+    assert report["selected_stage"] in (1, 2)
     assert report["refine"] == "pamr" and 0 <= report["miou_unrefined"] <= 100  # the paper's harness too
     assert "pamr refinement (" in done.stdout
     assert report["settings"]["stage2"]["checkpoint"]["stage1_checkpoint"].startswith(str(tmp_path / "stage1"))
     assert Image.open(tmp_path / "training.png").size[0] > 100
     assert sorted(p.name for p in (tmp_path / "overlays").iterdir()) == ["test_000.png", "test_001.png"]
+
+
+def test_the_stage_with_the_better_validation_score_is_tested():
+    from pathlib import Path
+
+    from ovseg.engine.trainer import TrainResult
+    from ovseg.quickstart import select_on_validation
+
+    def result(val):
+        return TrainResult(Path("."), Path("final"), Path("best"), val, 0.3, 10)
+
+    one, two = result(24.4), result(21.2)
+    assert select_on_validation(one, two) is one
+    two = result(24.4)
+    assert select_on_validation(one, two) is two  # a tie goes to stage 2
+    assert select_on_validation(result(None), two) is two

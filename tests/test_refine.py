@@ -62,3 +62,21 @@ def test_segmenter_refines_only_when_asked(tiny_checkpoint, photos):
     cfg.refine = "crf"
     with pytest.raises(OvsegError, match="evaluate.seg.refine: expected 'none' or 'pamr', got 'crf'"):
         ovseg.Segmenter(model, cfg)
+
+
+def test_refining_the_window_group_maps_equals_refining_the_averaged_class_maps():
+    """The segmenter refines the (window, group) maps once and mixes them per vocabulary (linearity): the
+    same class maps as refining the window-averaged ones, windows overlapping."""
+    from ovseg.inference.slide import ImageEncoding, average_window_logits, window_group_basis
+
+    torch.manual_seed(1)
+    maps = torch.randint(0, 4, (2, 24, 30), dtype=torch.uint8)
+    enc = ImageEncoding(size=(24, 40), boxes=[(0, 24, 0, 30), (0, 24, 10, 40)], grid=(3, 4),
+                        soft=torch.zeros(2, 1, 4, 12), group_maps=maps, group_emb=torch.zeros(2, 4, 3),
+                        image_emb=torch.zeros(2, 3), image=torch.rand(3, 24, 40))
+    tables = torch.rand(2, 4, 5)
+    basis = window_group_basis(enc)
+    mixed = torch.einsum("mhw,mc->chw", basis, tables.reshape(8, 5))
+    torch.testing.assert_close(mixed, average_window_logits(enc, tables)[0])
+    refined = torch.einsum("mhw,mc->chw", refine_masks(enc.image, basis), tables.reshape(8, 5))
+    torch.testing.assert_close(refined, refine_masks(enc.image, average_window_logits(enc, tables)[0]))

@@ -17,7 +17,6 @@ from ..inference.segmenter import Segmenter
 from ..inference.slide import (
     Box,
     ImageEncoding,
-    average_window_logits,
     group_maps_from_soft,
     labels_and_scores,
     slide_boxes,
@@ -77,8 +76,8 @@ class HarnessPredictor:
         """As ``Segmenter.predict`` does after encoding: group→class table, average, resize, argmax."""
         scores = group_class_scores(enc.group_emb, enc.image_emb, self.text, self.seg.model.scale().float(),
                                     self.seg.cfg.top_k)
-        logits, _ = average_window_logits(enc, crop_class_table(scores.probs, self.bg_thresh))
-        return labels_and_scores(self.seg.refine(logits, enc), tuple(size))[0]
+        logits = self.seg.class_maps(enc, crop_class_table(scores.probs, self.bg_thresh))
+        return labels_and_scores(logits, tuple(size))[0]
 
 
 def _crop(image: torch.Tensor, box: Box) -> torch.Tensor:

@@ -28,7 +28,14 @@ from .head import crop_class_table, group_class_scores
 from .precision import inference_precision
 from .preprocess import load_image, prepare_image, to_rgb_array
 from .refine import refine_masks
-from .slide import ImageEncoding, average_window_logits, encode_windows, group_maps_from_soft, labels_and_scores
+from .slide import (
+    ImageEncoding,
+    average_window_logits,
+    encode_windows,
+    group_maps_from_soft,
+    labels_and_scores,
+    window_group_basis,
+)
 from .vocabulary import display_name, embed_class_names
 
 ImageLike = str | Path | np.ndarray | Image.Image
@@ -133,21 +140,24 @@ class Segmenter:
         scores = group_class_scores(enc.group_emb, enc.image_emb, text, self.model.scale().float(),
                                     top_k or self.cfg.top_k, always_keep=0 if learned else None)
         table = scores.probs if learned else crop_class_table(scores.probs, thresh)
-        logits, _ = average_window_logits(enc, table)
-        logits = self.refine(logits, enc)
+        logits = self.class_maps(enc, table)
         labels, score = labels_and_scores(logits, ori)
         names = (["background"] if thresh is not None else []) + [display_name(n) for n in class_names]
         return Prediction(labels=labels.cpu(), scores=score.cpu(), class_names=names, logits=logits,
                           group_maps=enc.group_maps, boxes=enc.boxes)
 
-    def refine(self, logits: torch.Tensor, enc: ImageEncoding) -> torch.Tensor:
-        """The averaged class maps (C, H, W), refined along colour edges when ``refine: pamr`` (else as is)."""
+    def class_maps(self, enc: ImageEncoding, table: torch.Tensor) -> torch.Tensor:
+        """Per-window group→class tables (K, G, C) -> window-averaged class maps (C, H, W), refined along
+        colour edges when ``refine: pamr``. Refinement is linear, so it is applied once per image to the
+        window-group maps (cached in ``enc``) and every vocabulary or threshold costs one product."""
         if self.cfg.refine == "none":
-            return logits
+            return average_window_logits(enc, table)[0]
         if enc.image is None:
             raise ValueError("refine: pamr needs the processed image in the ImageEncoding")
-        return refine_masks(enc.image.to(logits.device), logits, self.cfg.refine_iterations,
-                            temperature=self.cfg.refine_temperature)
+        if enc.refined_basis is None:
+            enc.refined_basis = refine_masks(enc.image.to(table.device), window_group_basis(enc),
+                                             self.cfg.refine_iterations, temperature=self.cfg.refine_temperature)
+        return torch.einsum("mhw,mc->chw", enc.refined_basis, table.reshape(-1, table.shape[-1]).float())
 
     @torch.no_grad()
     def group_layers(self, image: ImageLike) -> list[torch.Tensor]:

@@ -24,8 +24,8 @@ class ImageEncoding:
 
     size: (H, W) processed size; boxes: K windows; soft: (K, 1, G, h·w) soft assignment at the patch grid
     ``grid``; group_maps: (K, h_c, w_c) uint8, argmax group of the bilinearly upsampled soft map;
-    group_emb: (K, G, D) and image_emb: (K, D), L2-normalised; image: (3, H, W) the processed input
-    (for refinement).
+    group_emb: (K, G, D) and image_emb: (K, D), L2-normalised; image: (3, H, W) the processed input and
+    refined_basis: (K·G, H, W) its refined window-group maps, filled on first use (``refine: pamr``).
     """
 
     size: tuple[int, int]
@@ -36,6 +36,7 @@ class ImageEncoding:
     group_emb: torch.Tensor
     image_emb: torch.Tensor
     image: torch.Tensor | None = None
+    refined_basis: torch.Tensor | None = None
 
 
 def slide_boxes(height: int, width: int, crop: int, stride: int) -> list[Box]:
@@ -92,6 +93,23 @@ def average_window_logits(enc: ImageEncoding, tables: torch.Tensor) -> tuple[tor
         canvas[:, y1:y2, x1:x2] += per_pixel
         count[y1:y2, x1:x2] += 1
     return canvas / count, count
+
+
+def window_group_basis(enc: ImageEncoding) -> torch.Tensor:
+    """(K·G, H, W) maps B[k·G + g] = [pixel in window k and in its group g] / windows covering the pixel.
+
+    ``average_window_logits`` is linear in the tables: its (C, H, W) result is ``einsum('mhw,mc', B,
+    tables.reshape(K·G, C))``. A linear refinement of B therefore serves every vocabulary and threshold."""
+    height, width = enc.size
+    groups = enc.group_emb.shape[1]
+    count = torch.zeros(height, width, device=enc.group_maps.device)
+    for y1, y2, x1, x2 in enc.boxes:
+        count[y1:y2, x1:x2] += 1
+    basis = torch.zeros(len(enc.boxes), groups, height, width, device=enc.group_maps.device)
+    for k, (y1, y2, x1, x2) in enumerate(enc.boxes):
+        one_hot = F.one_hot(enc.group_maps[k].long(), groups).permute(2, 0, 1).float()
+        basis[k, :, y1:y2, x1:x2] = one_hot / count[y1:y2, x1:x2]
+    return basis.reshape(-1, height, width)
 
 
 def _bilinear_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
