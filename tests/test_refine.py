@@ -56,9 +56,13 @@ def test_segmenter_refines_only_when_asked(tiny_checkpoint, photos):
     cfg = ovseg.load_config().evaluate.seg
     plain = ovseg.Segmenter(model, cfg).predict(photos["coffee"], ["cat", "dog", "sky"])
     cfg.refine = "pamr"
-    refined = ovseg.Segmenter(model, cfg).predict(photos["coffee"], ["cat", "dog", "sky"])
+    segmenter = ovseg.Segmenter(model, cfg)
+    refined = segmenter.predict(photos["coffee"], ["cat", "dog", "sky"])
     assert refined.labels.shape == plain.labels.shape
     assert not torch.equal(refined.logits, plain.logits)
+    segmenter.cfg.refine_iterations = 1  # same image (cached encoding), other setting: refined again
+    once = segmenter.predict(photos["coffee"], ["cat", "dog", "sky"])
+    assert not torch.equal(once.logits, refined.logits)
     cfg.refine = "crf"
     with pytest.raises(OvsegError, match="evaluate.seg.refine: expected 'none' or 'pamr', got 'crf'"):
         ovseg.Segmenter(model, cfg)

@@ -154,10 +154,11 @@ class Segmenter:
             return average_window_logits(enc, table)[0]
         if enc.image is None:
             raise ValueError("refine: pamr needs the processed image in the ImageEncoding")
-        if enc.refined_basis is None:
-            enc.refined_basis = refine_masks(enc.image.to(table.device), window_group_basis(enc),
-                                             self.cfg.refine_iterations, temperature=self.cfg.refine_temperature)
-        return torch.einsum("mhw,mc->chw", enc.refined_basis, table.reshape(-1, table.shape[-1]).float())
+        key = (int(self.cfg.refine_iterations), float(self.cfg.refine_temperature))
+        if key not in enc.refined_basis:
+            enc.refined_basis[key] = refine_masks(enc.image.to(table.device), window_group_basis(enc), key[0],
+                                                  temperature=key[1])
+        return torch.einsum("mhw,mc->chw", enc.refined_basis[key], table.reshape(-1, table.shape[-1]).float())
 
     @torch.no_grad()
     def group_layers(self, image: ImageLike) -> list[torch.Tensor]:

@@ -8,7 +8,7 @@ class part, so that one image can be segmented with many vocabularies at the cos
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ class ImageEncoding:
     size: (H, W) processed size; boxes: K windows; soft: (K, 1, G, h·w) soft assignment at the patch grid
     ``grid``; group_maps: (K, h_c, w_c) uint8, argmax group of the bilinearly upsampled soft map;
     group_emb: (K, G, D) and image_emb: (K, D), L2-normalised; image: (3, H, W) the processed input and
-    refined_basis: (K·G, H, W) its refined window-group maps, filled on first use (``refine: pamr``).
+    refined_basis: its refined (K·G, H, W) window-group maps per (iterations, temperature), filled on use.
     """
 
     size: tuple[int, int]
@@ -36,7 +36,7 @@ class ImageEncoding:
     group_emb: torch.Tensor
     image_emb: torch.Tensor
     image: torch.Tensor | None = None
-    refined_basis: torch.Tensor | None = None
+    refined_basis: dict[tuple[int, float], torch.Tensor] = field(default_factory=dict)
 
 
 def slide_boxes(height: int, width: int, crop: int, stride: int) -> list[Box]:
