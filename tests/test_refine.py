@@ -84,3 +84,13 @@ def test_refining_the_window_group_maps_equals_refining_the_averaged_class_maps(
     torch.testing.assert_close(mixed, average_window_logits(enc, tables)[0])
     refined = torch.einsum("mhw,mc->chw", refine_masks(enc.image, basis), tables.reshape(8, 5))
     torch.testing.assert_close(refined, refine_masks(enc.image, average_window_logits(enc, tables)[0]))
+
+
+def test_scene_harness_takes_the_scoring_settings_and_fixes_the_geometry():
+    from ovseg.engine.validate import scene_seg_config
+
+    seg = ovseg.load_config().evaluate.seg
+    seg.merge_with({"top_k": 3, "refine": "pamr", "refine_iterations": 4, "template": "full", "crop_size": 999})
+    cfg = scene_seg_config(64, seg)
+    assert (cfg.top_k, cfg.refine, cfg.refine_iterations, cfg.template) == (3, "pamr", 4, "full")
+    assert (cfg.mode, cfg.crop_size, cfg.short_side) == ("whole", 64, 64)
