@@ -37,8 +37,7 @@ def neighbour_affinity(image: torch.Tensor, dilations: tuple[int, ...] = DEFAULT
     """image (3, H, W) float -> (N, H, W) affinity of each pixel to its N neighbours (sums to 1 over N)."""
     size = image.shape[-2:]
     local = _pad(image, 1)
-    window = torch.stack([local[:, 1 + dy : 1 + dy + size[0], 1 + dx : 1 + dx + size[1]]
-                          for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+    window = torch.stack([image, *(_shifted(local, 1, o, size) for o in _neighbour_offsets((1,)))])
     sigma = window.std(dim=0)  # (3, H, W), the pixel's own 3x3 neighbourhood
     pad = max(dilations)
     padded = _pad(image, pad)
@@ -54,7 +53,6 @@ def refine_masks(image: torch.Tensor, masks: torch.Tensor, iterations: int = 10,
     affinity-weighted averaging over the neighbours (one neighbour at a time: memory C·H·W, not N·C·H·W)."""
     if image.shape[-2:] != masks.shape[-2:]:
         raise ValueError(f"image {tuple(image.shape[-2:])} and masks {tuple(masks.shape[-2:])} differ in size")
-    dilations = tuple(int(d) for d in dilations)
     affinity = neighbour_affinity(image.float(), dilations, temperature)
     offsets, pad, size = _neighbour_offsets(dilations), max(dilations), masks.shape[-2:]
     masks = masks.float()

@@ -84,15 +84,21 @@ def encode_windows(model: OVSegmentor, image: torch.Tensor, crop: int = 448, str
 
 def average_window_logits(enc: ImageEncoding, tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """tables (K, G, C) per-window group→class logits -> (averaged logits (C, H, W), count (H, W))."""
-    height, width = enc.size
-    canvas = tables.new_zeros(tables.shape[-1], height, width)  # (C, H, W): contiguous for the resize after
-    count = torch.zeros(height, width, dtype=torch.int32, device=tables.device)
+    canvas = tables.new_zeros(tables.shape[-1], *enc.size)  # (C, H, W): contiguous for the resize after
     for k, (y1, y2, x1, x2) in enumerate(enc.boxes):
         groups = enc.group_maps[k].long()
         per_pixel = tables[k].t().contiguous().index_select(1, groups.flatten()).view(-1, *groups.shape)
         canvas[:, y1:y2, x1:x2] += per_pixel
-        count[y1:y2, x1:x2] += 1
+    count = window_coverage(enc.boxes, enc.size, tables.device)
     return canvas / count, count
+
+
+def window_coverage(boxes: list[Box], size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """(H, W) int32: how many windows cover each pixel."""
+    count = torch.zeros(size, dtype=torch.int32, device=device)
+    for y1, y2, x1, x2 in boxes:
+        count[y1:y2, x1:x2] += 1
+    return count
 
 
 def window_group_basis(enc: ImageEncoding) -> torch.Tensor:
@@ -102,9 +108,7 @@ def window_group_basis(enc: ImageEncoding) -> torch.Tensor:
     tables.reshape(K·G, C))``. A linear refinement of B therefore serves every vocabulary and threshold."""
     height, width = enc.size
     groups = enc.group_emb.shape[1]
-    count = torch.zeros(height, width, device=enc.group_maps.device)
-    for y1, y2, x1, x2 in enc.boxes:
-        count[y1:y2, x1:x2] += 1
+    count = window_coverage(enc.boxes, enc.size, enc.group_maps.device)
     basis = torch.zeros(len(enc.boxes), groups, height, width, device=enc.group_maps.device)
     for k, (y1, y2, x1, x2) in enumerate(enc.boxes):
         one_hot = F.one_hot(enc.group_maps[k].long(), groups).permute(2, 0, 1).float()
