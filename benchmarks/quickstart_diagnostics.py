@@ -4,6 +4,8 @@ Prints one JSON line for a checkpoint on the embedded validation (or test) scene
 - ``image_top1``: share of images whose pooled embedding ranks a present category first;
 - ``group_oracle_miou``: every learned group labelled with its true majority class (the best any
   group-to-class decision could do with these groups);
+- ``patch_oracle_miou``: every patch labelled with its true majority class (the same bound for a decision
+  per patch, ``--scoring patches``, before refinement);
 - ``known_labels_miou``: the harness restricted to the categories present in each image (perfect
   recognition, the model's own grouping and background decision), per background threshold: with fewer
   candidate classes the probabilities are higher, so its best threshold is usually higher;
@@ -59,15 +61,17 @@ def naming_aucs(scores: np.ndarray, majority: np.ndarray) -> tuple[float, float]
     return float(np.nanmean(per_class)), roc_auc(scores.max(1), majority > 0)
 
 
-def diagnose(checkpoint: str, split: str, images: int, thresholds: list[float]) -> dict:
+def diagnose(checkpoint: str, split: str, images: int, thresholds: list[float], scoring: str | None = None) -> dict:
     model, cfg = load_model(checkpoint)
-    size = cfg.data.image_size
+    size, patch = cfg.data.image_size, cfg.model.img_encoder.patch_size
     scenes = CaptionedScenes(split, images, size, clutter=cfg.data.scenes.clutter)
     names = class_names()
-    segmenter = Segmenter(model.eval(), scene_seg_config(size, cfg.evaluate.seg))
+    seg = scene_seg_config(size, cfg.evaluate.seg)
+    seg.scoring = scoring or seg.scoring
+    segmenter = Segmenter(model.eval(), seg)
     text = segmenter.class_embeddings(names)
     k = len(names) + 1
-    oracle = ConfusionMatrix(k)
+    oracle, patch_oracle = ConfusionMatrix(k), ConfusionMatrix(k)
     full, known = ({t: ConfusionMatrix(k) for t in thresholds} for _ in range(2))
     top1, largest, seg_scores, seg_majority = 0, [], [], []
     with torch.no_grad():
@@ -81,6 +85,9 @@ def diagnose(checkpoint: str, split: str, images: int, thresholds: list[float]) 
             largest.append(float(torch.bincount(groups.flatten()).max()) / groups.numel())
             majority = majority_labels(groups, gt, k)
             oracle.update(majority, gt)
+            cells = torch.arange(gt.numel()).view(gt.shape)
+            cells = (cells // gt.shape[1] // patch) * gt.shape[1] + (cells % gt.shape[1]) // patch
+            patch_oracle.update(majority_labels(cells, gt, k), gt)
             for g in groups.unique():
                 seg_scores.append((enc.group_emb[0, g] @ text.t()).numpy())
                 seg_majority.append(int(majority[groups == g][0]))
@@ -90,7 +97,8 @@ def diagnose(checkpoint: str, split: str, images: int, thresholds: list[float]) 
                 known[t].update(torch.tensor([0, *present])[restricted.labels], gt)
     naming, object_vs_background = naming_aucs(np.stack(seg_scores), np.array(seg_majority))
     return {"checkpoint": checkpoint, "split": split, "images": images, "image_top1": top1 / images,
-            "group_oracle_miou": oracle.scores().miou * 100,
+            "group_oracle_miou": oracle.scores().miou * 100, "patch_oracle_miou": patch_oracle.scores().miou * 100,
+            "scoring": seg.scoring,
             "known_labels_miou": {str(t): m.scores().miou * 100 for t, m in known.items()},
             "miou": {str(t): m.scores().miou * 100 for t, m in full.items()},
             "largest_group_share": float(np.mean(largest)),
@@ -102,9 +110,10 @@ def main() -> None:
     p.add_argument("checkpoint")
     p.add_argument("--split", choices=["val", "test"], default="val")
     p.add_argument("--images", type=int, default=128)
-    p.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
+    p.add_argument("--thresholds", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5, 0.7, 0.9])
+    p.add_argument("--scoring", choices=["groups", "patches"], help="default: the checkpoint's evaluate.seg")
     args = p.parse_args()
-    print(json.dumps(diagnose(args.checkpoint, args.split, args.images, args.thresholds)))
+    print(json.dumps(diagnose(args.checkpoint, args.split, args.images, args.thresholds, args.scoring)))
 
 
 if __name__ == "__main__":

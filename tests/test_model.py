@@ -122,10 +122,10 @@ def test_centred_keys_make_the_assignment_blind_to_a_key_shared_by_every_patch()
     groups, patches = torch.randn(2, 4, 16), torch.randn(2, 10, 16)
     for center, same in ((True, True), (False, False)):
         attn = AssignAttention(16, hard=False, gumbel=False, center_keys=center).eval()
-        _, before = attn(groups, patches)
+        _, before, _ = attn(groups, patches)
         with torch.no_grad():
             attn.k_proj.bias.add_(torch.randn(16) * 3)  # the same key offset for every patch
-        _, after = attn(groups, patches)
+        _, after, _ = attn(groups, patches)
         assert torch.allclose(before.soft, after.soft, atol=1e-6) is same
 
 

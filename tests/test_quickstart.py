@@ -10,7 +10,7 @@ from PIL import Image
 
 TINY = ["data.scenes.train_size=64", "data.scenes.val_size=4", "data.scenes.test_size=6", "data.batch_size=16",
         "data.image_size=32", "model.img_encoder.img_size=32", "model.img_encoder.embed_dim=32",
-        "model.img_encoder.num_heads=[2,2]", "model.img_encoder.depths=[1,1]", "model.output_dim=32",
+        "model.img_encoder.num_heads=[2,2]", "model.img_encoder.depths=[1,0]", "model.output_dim=32",
         "train.max_steps=2", "evaluate.val_every_steps=0", "evaluate.val_bg_thresholds=[0.5,0.9]"]
 
 
@@ -24,8 +24,10 @@ def test_quickstart_writes_results_plot_and_overlays(tmp_path):
     assert len(report["per_class_iou"]) == 11 and report["test_images"] == 6 and report["stages"] == 2
     assert report["bg_thresh"] in (0.5, 0.9)  # chosen on validation
     assert report["selected_stage"] in (1, 2)
-    assert report["refine"] == "pamr" and 0 <= report["miou_unrefined"] <= 100  # the paper's harness too
-    assert "pamr refinement (" in done.stdout
+    assert report["refine"] == "pamr" and 0 <= report["miou_unrefined"] <= 100  # the same scoring, unrefined
+    assert report["scoring"] == "patches" and 0 <= report["miou_paper_harness"] <= 100  # groups, unrefined
+    assert report["paper_harness_bg_thresh"] in (0.5, 0.9)
+    assert "patches scored, pamr refinement;" in done.stdout and "the paper's harness" in done.stdout
     assert report["settings"]["stage2"]["checkpoint"]["stage1_checkpoint"].startswith(str(tmp_path / "stage1"))
     assert Image.open(tmp_path / "training.png").size[0] > 100
     assert sorted(p.name for p in (tmp_path / "overlays").iterdir()) == ["test_000.png", "test_001.png"]

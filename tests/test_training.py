@@ -17,7 +17,7 @@ from ovseg.factory import preset_path
 
 SMALL = ["data.scenes.train_size=64", "data.scenes.val_size=4", "data.batch_size=16", "data.image_size=32",
          "model.img_encoder.img_size=32", "model.img_encoder.embed_dim=32", "model.img_encoder.num_heads=[2,2]",
-         "model.img_encoder.depths=[1,1]", "model.proj_inner_dim=64", "model.output_dim=32",
+         "model.img_encoder.depths=[1,0]", "model.proj_inner_dim=64", "model.output_dim=32",
          "evaluate.val_every_steps=0", "evaluate.val_bg_thresholds=[0.5]", "train.log_every=1"]
 
 

@@ -111,6 +111,7 @@ class SegConfig:
     refine: str = "none"  # none (the original) | pamr: colour-affinity refinement of the class maps (TCL's)
     refine_iterations: int = 10
     refine_temperature: float = 0.3  # affinity exp(-|colour difference| / (temperature x local std))
+    scoring: str = "groups"  # groups (the original) | patches: every patch as a one-patch segment of its group
 
 
 @dataclass

@@ -88,13 +88,25 @@ def evaluate_test(model, cfg, result: TrainResult) -> dict:
     first, second = next(iter(names.values())), next(iter(synonyms.values()))
     report = {"miou": first["miou"], "miou_synonyms": second["miou"], "per_class_iou": first["per_class_iou"],
               "per_class_iou_synonyms": second["per_class_iou"], "val_miou": result.best_val_miou,
-              "bg_thresh": thresh, "background": seg.background, "refine": seg.refine, "test_images": len(test),
-              "held_out_synonyms": dict(zip(class_names(), held_out_names(), strict=True))}
-    if seg.refine != "none":  # the paper's harness (no refinement) as well, for comparison
+              "bg_thresh": thresh, "background": seg.background, "refine": seg.refine, "scoring": seg.scoring,
+              "test_images": len(test), "held_out_synonyms": dict(zip(class_names(), held_out_names(), strict=True))}
+    if seg.refine != "none":  # the same scoring without refinement, for comparison
         plain = OmegaConf.merge(seg, {"refine": "none"})
         report["miou_unrefined"] = evaluate_scenes(model, test, class_names(), [thresh], cfg.data.image_size,
                                                    plain)[thresh]["miou"]
+    if seg.refine != "none" or seg.scoring != "groups":
+        report["miou_paper_harness"], report["paper_harness_bg_thresh"] = paper_harness_miou(model, cfg, test)
     return report
+
+
+def paper_harness_miou(model, cfg, test) -> tuple[float, float]:
+    """Test mIoU with the paper's harness (groups scored, no refinement), its background threshold chosen on
+    the validation split among ``evaluate.val_bg_thresholds`` as for the preset's own harness."""
+    paper = OmegaConf.merge(cfg.evaluate.seg, {"refine": "none", "scoring": "groups"})
+    size, names = cfg.data.image_size, class_names()
+    val = evaluate_scenes(model, scene_split(cfg, "val"), names, list(cfg.evaluate.val_bg_thresholds), size, paper)
+    thresh = max(val, key=lambda t: val[t]["miou"])
+    return evaluate_scenes(model, test, names, [thresh], size, paper)[thresh]["miou"], thresh
 
 
 def write_plot(out: Path, stages: list[str]) -> Path:

@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     p.add_argument("--refine", choices=("none", "pamr"),
                    help="pamr: refine the class maps along colour edges (TCL's test-time step; default none)")
+    p.add_argument("--scoring", choices=("groups", "patches"),
+                   help="patches: score every patch as a one-patch segment of its group (models with depths "
+                   "[d, 0], e.g. the quickstart's; default groups, the paper's)")
     p.add_argument("--precision", choices=("fp32", "bf16-matmul", "bf16"),
                    help="image-encoder precision (default fp32, exact; bf16-matmul: faster, BENCHMARKS.md)")
     p.add_argument("--batch-crops", type=int, help="windows per forward pass, across images (default 8)")
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     opts = list(args.opts) + ([f"evaluate.seg.batch_crops={args.batch_crops}"] if args.batch_crops else [])
     opts += [f"evaluate.seg.precision={args.precision}"] if args.precision else []
     opts += [f"evaluate.seg.refine={args.refine}"] if args.refine else []
+    opts += [f"evaluate.seg.scoring={args.scoring}"] if args.scoring else []
     cfg = load_eval_config(args.dataset, args.cfg, opts)
     device = resolve_device(args.device)
     seg = Segmenter.from_checkpoint(args.resume, device=device, seg_cfg=cfg.evaluate.seg,

@@ -37,6 +37,7 @@ from ..data.builder import build_collator, build_train_dataset, scene_split
 from ..data.scenes.dataset import class_names
 from ..errors import ConfigError, OvsegError
 from ..factory import create_model, load_model, save_model
+from ..inference.segmenter import check_seg_config
 from ..model import OVSegmentor
 from ..model.text import build_tokenizer
 from . import distributed as D
@@ -151,6 +152,8 @@ class Run:
         self.amp = autocast_dtype(cfg.train.amp, self.device)
         self.state = {"step": 0, "epoch": 0, "best_val_miou": None, "best_bg_thresh": None}
         self.val_set = scene_split(cfg, "val") if cfg.data.type == "scenes" else None
+        if self.val_set is not None:
+            check_seg_config(self.model, cfg.evaluate.seg)
 
     def _loader(self) -> torch.utils.data.DataLoader:
         """Map-style data: one seeded permutation per epoch, split across ranks (rank r takes every W-th

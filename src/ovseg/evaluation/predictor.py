@@ -58,24 +58,26 @@ class HarnessPredictor:
                 chunk = jobs[start : start + batch]
                 out = self._encode_crops([_crop(images[i], boxes[i][k]) for i, k in chunk], shape)
                 for j, key in enumerate(chunk):
-                    parts[key] = tuple(t[j] for t in out[:4])
-                    grids[key] = out[4]
+                    parts[key] = tuple(None if t is None else t[j] for t in out[:5])
+                    grids[key] = out[5]
         return [_assemble(s, boxes[i], [parts[(i, k)] for k in range(len(boxes[i]))], grids[(i, 0)])
                 for i, s in enumerate(samples)]
 
     def _encode_crops(self, crops: list[torch.Tensor], shape: tuple[int, int]) -> tuple:
         """As ``inference.slide.encode_windows`` does for one chunk of windows."""
+        per_patch = self.seg.cfg.scoring == "patches"
         with inference_precision(self.seg.cfg.precision, self.seg.device):
-            out = self.seg.model.encode_image(torch.cat(crops))
+            out = self.seg.model.encode_image(torch.cat(crops), per_patch=per_patch)
         soft = out.assignments[-1].soft
         maps = group_maps_from_soft(soft.float(), out.grid, shape)
+        patches = F.normalize(out.patch_feat.float(), dim=-1) if per_patch else None
         return (soft, maps, F.normalize(out.image_feat.float(), dim=-1), F.normalize(out.image_x.float(), dim=-1),
-                out.grid)
+                patches, out.grid)
 
     def labels(self, enc: ImageEncoding, size: tuple[int, int]) -> torch.Tensor:
         """As ``Segmenter.predict`` does after encoding: group→class table, average, resize, argmax."""
-        scores = group_class_scores(enc.group_emb, enc.image_emb, self.text, self.seg.model.scale().float(),
-                                    self.seg.cfg.top_k)
+        scores = group_class_scores(self.seg.segments(enc), enc.image_emb, self.text,
+                                    self.seg.model.scale().float(), self.seg.cfg.top_k)
         logits = self.seg.class_maps(enc, crop_class_table(scores.probs, self.bg_thresh))
         return labels_and_scores(logits, tuple(size))[0]
 
@@ -86,6 +88,6 @@ def _crop(image: torch.Tensor, box: Box) -> torch.Tensor:
 
 
 def _assemble(sample: Sample, boxes: list[Box], parts: list[tuple], grid: tuple[int, int]) -> ImageEncoding:
-    soft, maps, groups, pooled = (torch.stack(t) for t in zip(*parts, strict=True))
+    soft, maps, groups, pooled, patches = (None if t[0] is None else torch.stack(t) for t in zip(*parts, strict=True))
     return ImageEncoding(size=tuple(sample.image.shape[-2:]), boxes=boxes, grid=grid, soft=soft, group_maps=maps,
-                         group_emb=groups, image_emb=pooled, image=sample.image[0])
+                         group_emb=groups, image_emb=pooled, image=sample.image[0], patch_emb=patches)

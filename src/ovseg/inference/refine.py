@@ -48,12 +48,15 @@ def neighbour_affinity(image: torch.Tensor, dilations: tuple[int, ...] = DEFAULT
 
 
 def refine_masks(image: torch.Tensor, masks: torch.Tensor, iterations: int = 10,
-                 dilations: tuple[int, ...] = DEFAULT_DILATIONS, temperature: float = 0.3) -> torch.Tensor:
+                 dilations: tuple[int, ...] = DEFAULT_DILATIONS, temperature: float = 0.3,
+                 affinity: torch.Tensor | None = None) -> torch.Tensor:
     """image (3, H, W), masks (C, H, W) class scores -> refined (C, H, W): ``iterations`` rounds of
-    affinity-weighted averaging over the neighbours (one neighbour at a time: memory C·H·W, not N·C·H·W)."""
+    affinity-weighted averaging over the neighbours (one neighbour at a time: memory C·H·W, not N·C·H·W).
+    ``affinity``: ``neighbour_affinity(image, dilations, temperature)`` when already computed."""
     if image.shape[-2:] != masks.shape[-2:]:
         raise ValueError(f"image {tuple(image.shape[-2:])} and masks {tuple(masks.shape[-2:])} differ in size")
-    affinity = neighbour_affinity(image.float(), dilations, temperature)
+    if affinity is None:
+        affinity = neighbour_affinity(image.float(), dilations, temperature)
     offsets, pad, size = _neighbour_offsets(dilations), max(dilations), masks.shape[-2:]
     masks = masks.float()
     for _ in range(iterations):

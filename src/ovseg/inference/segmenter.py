@@ -27,9 +27,10 @@ from ..model.text import build_tokenizer
 from .head import crop_class_table, group_class_scores
 from .precision import inference_precision
 from .preprocess import load_image, prepare_image, to_rgb_array
-from .refine import refine_masks
+from .refine import DEFAULT_DILATIONS, neighbour_affinity, refine_masks
 from .slide import (
     ImageEncoding,
+    average_patch_logits,
     average_window_logits,
     encode_windows,
     group_maps_from_soft,
@@ -70,12 +71,7 @@ class Segmenter:
     def __init__(self, model: OVSegmentor, seg_cfg: DictConfig | None = None, tokenizer=None):
         self.model = model.eval()
         self.cfg = seg_cfg if seg_cfg is not None else schema().evaluate.seg
-        if self.cfg.background not in ("threshold", "learned"):
-            raise OvsegError(f"evaluate.seg.background: expected 'threshold' or 'learned', got '{self.cfg.background}'")
-        if self.cfg.refine not in ("none", "pamr"):
-            raise OvsegError(f"evaluate.seg.refine: expected 'none' or 'pamr', got '{self.cfg.refine}'")
-        if self.cfg.background == "learned" and not hasattr(model, "background_embedding"):
-            raise OvsegError("evaluate.seg.background=learned needs a model trained with model.learned_background")
+        check_seg_config(model, self.cfg)
         te = model.cfg.text_encoder
         self.tokenizer = tokenizer or build_tokenizer(te.name, te.tokenizer)
         self._image_key: object = None
@@ -107,14 +103,17 @@ class Segmenter:
 
     def encode(self, image: ImageLike) -> tuple[ImageEncoding, tuple[int, int], np.ndarray]:
         """(window encodings, original (H, W), RGB array); the last image is cached."""
+        per_patch = self.cfg.scoring == "patches"
         key = _image_key(image)
+        key = None if key is None else (key, per_patch)
         if key is not None and key == self._image_key and self._image is not None:
             return self._image
         rgb = self.read(image)
         c = self.cfg
         tensor = prepare_image(rgb, c.short_side, c.max_long_side, self.model.cfg.img_encoder.patch_size)
         with inference_precision(c.precision, self.device):
-            enc = encode_windows(self.model, tensor.to(self.device), c.crop_size, c.stride, c.mode, c.batch_crops)
+            enc = encode_windows(self.model, tensor.to(self.device), c.crop_size, c.stride, c.mode, c.batch_crops,
+                                 per_patch)
         self._image_key, self._image = key, (enc, rgb.shape[:2], rgb)
         return self._image
 
@@ -137,7 +136,7 @@ class Segmenter:
         if learned:
             background = torch.nn.functional.normalize(self.model.background_embedding.float(), dim=-1)
             text, thresh = torch.cat([background.unsqueeze(0), text]), 0.0
-        scores = group_class_scores(enc.group_emb, enc.image_emb, text, self.model.scale().float(),
+        scores = group_class_scores(self.segments(enc), enc.image_emb, text, self.model.scale().float(),
                                     top_k or self.cfg.top_k, always_keep=0 if learned else None)
         table = scores.probs if learned else crop_class_table(scores.probs, thresh)
         logits = self.class_maps(enc, table)
@@ -146,15 +145,33 @@ class Segmenter:
         return Prediction(labels=labels.cpu(), scores=score.cpu(), class_names=names, logits=logits,
                           group_maps=enc.group_maps, boxes=enc.boxes)
 
+    def segments(self, enc: ImageEncoding) -> torch.Tensor:
+        """(K, S, D) what is scored against the class names: the learned groups (the paper) or, with
+        ``scoring: patches``, every patch as a one-patch segment of its group."""
+        if self.cfg.scoring == "groups":
+            return enc.group_emb
+        if enc.patch_emb is None:
+            raise ValueError("scoring: patches needs an ImageEncoding made with per_patch=True")
+        return enc.patch_emb
+
     def class_maps(self, enc: ImageEncoding, table: torch.Tensor) -> torch.Tensor:
-        """Per-window group→class tables (K, G, C) -> window-averaged class maps (C, H, W), refined along
-        colour edges when ``refine: pamr``. Refinement is linear, so it is applied once per image to the
-        window-group maps (cached in ``enc``) and every vocabulary or threshold costs one product."""
+        """Per-window segment→class tables (K, S, C) -> window-averaged class maps (C, H, W), refined along
+        colour edges when ``refine: pamr``. Groups: refinement is linear, so it is applied once per image to
+        the window-group maps (cached in ``enc``) and every vocabulary or threshold costs one product.
+        Patches: each window's patch grid is resized bilinearly and the (few) class maps are refined."""
+        key = (int(self.cfg.refine_iterations), float(self.cfg.refine_temperature))
+        if self.cfg.refine != "none" and enc.image is None:
+            raise ValueError("refine: pamr needs the processed image in the ImageEncoding")
+        if self.cfg.scoring == "patches":
+            logits = average_patch_logits(enc, table)
+            if self.cfg.refine == "none":
+                return logits
+            image = enc.image.to(table.device).float()
+            if key[1] not in enc.affinity:  # per image: every vocabulary and threshold reuses it
+                enc.affinity[key[1]] = neighbour_affinity(image, DEFAULT_DILATIONS, key[1])
+            return refine_masks(image, logits, key[0], affinity=enc.affinity[key[1]])
         if self.cfg.refine == "none":
             return average_window_logits(enc, table)[0]
-        if enc.image is None:
-            raise ValueError("refine: pamr needs the processed image in the ImageEncoding")
-        key = (int(self.cfg.refine_iterations), float(self.cfg.refine_temperature))
         if key not in enc.refined_basis:
             enc.refined_basis[key] = refine_masks(enc.image.to(table.device), window_group_basis(enc), key[0],
                                                   temperature=key[1])
@@ -172,6 +189,23 @@ class Segmenter:
             out = self.model.encode_image(tensor.to(self.device))
         maps = composed_group_maps([a.soft.float() for a in out.assignments], out.grid, tuple(tensor.shape[-2:]))
         return [m.cpu() for m in maps]
+
+
+def check_seg_config(model: OVSegmentor, cfg: DictConfig) -> None:
+    """One-line OvsegError for an ``evaluate.seg`` setting this harness or this model cannot use (training
+    calls it before its first step, so a bad setting does not surface at the first validation)."""
+    if cfg.background not in ("threshold", "learned"):
+        raise OvsegError(f"evaluate.seg.background: expected 'threshold' or 'learned', got '{cfg.background}'")
+    if cfg.refine not in ("none", "pamr"):
+        raise OvsegError(f"evaluate.seg.refine: expected 'none' or 'pamr', got '{cfg.refine}'")
+    if cfg.scoring not in ("groups", "patches"):
+        raise OvsegError(f"evaluate.seg.scoring: expected 'groups' or 'patches', got '{cfg.scoring}'")
+    if cfg.scoring == "patches" and not model.img_encoder.supports_patch_tokens:
+        depths = list(model.cfg.img_encoder.depths)
+        raise OvsegError("evaluate.seg.scoring=patches needs one grouping block and no block after it "
+                         f"(model.img_encoder.depths [d, 0]); this model has depths {depths}")
+    if cfg.background == "learned" and not hasattr(model, "background_embedding"):
+        raise OvsegError("evaluate.seg.background=learned needs a model trained with model.learned_background")
 
 
 def composed_group_maps(softs: list[torch.Tensor], grid: tuple[int, int], size: tuple[int, int]

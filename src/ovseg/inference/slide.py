@@ -25,7 +25,9 @@ class ImageEncoding:
     size: (H, W) processed size; boxes: K windows; soft: (K, 1, G, h·w) soft assignment at the patch grid
     ``grid``; group_maps: (K, h_c, w_c) uint8, argmax group of the bilinearly upsampled soft map;
     group_emb: (K, G, D) and image_emb: (K, D), L2-normalised; image: (3, H, W) the processed input and
-    refined_basis: its refined (K·G, H, W) window-group maps per (iterations, temperature), filled on use.
+    refined_basis: its refined (K·G, H, W) window-group maps per (iterations, temperature), filled on use;
+    patch_emb: (K, h·w, D) L2-normalised one-patch segments, when encoded with ``per_patch``;
+    affinity: the refinement's colour affinities of ``image`` per temperature, filled on use.
     """
 
     size: tuple[int, int]
@@ -37,6 +39,8 @@ class ImageEncoding:
     image_emb: torch.Tensor
     image: torch.Tensor | None = None
     refined_basis: dict[tuple[int, float], torch.Tensor] = field(default_factory=dict)
+    patch_emb: torch.Tensor | None = None
+    affinity: dict[float, torch.Tensor] = field(default_factory=dict)
 
 
 def slide_boxes(height: int, width: int, crop: int, stride: int) -> list[Box]:
@@ -61,25 +65,28 @@ def group_maps_from_soft(soft: torch.Tensor, grid: tuple[int, int], size: tuple[
 
 @torch.no_grad()
 def encode_windows(model: OVSegmentor, image: torch.Tensor, crop: int = 448, stride: int = 224,
-                   mode: str = "slide", batch: int = 8) -> ImageEncoding:
-    """image (1, 3, H, W) normalised -> ImageEncoding. ``mode='whole'`` encodes the image as one window."""
+                   mode: str = "slide", batch: int = 8, per_patch: bool = False) -> ImageEncoding:
+    """image (1, 3, H, W) normalised -> ImageEncoding. ``mode='whole'`` encodes the image as one window;
+    ``per_patch`` also keeps every patch as a one-patch segment (``patch_emb``)."""
     height, width = image.shape[-2:]
     boxes = slide_boxes(height, width, crop, stride) if mode == "slide" else [(0, height, 0, width)]
-    softs, maps, groups, pooled = [], [], [], []
+    softs, maps, groups, pooled, patches = [], [], [], [], []
     grid = (0, 0)
     for start in range(0, len(boxes), batch):
         chunk = boxes[start : start + batch]
         crops = torch.cat([image[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])
-        out = model.encode_image(crops)
+        out = model.encode_image(crops, per_patch=per_patch)
         soft = out.assignments[-1].soft
         grid = out.grid
         softs.append(soft)
         maps.append(group_maps_from_soft(soft.float(), grid, tuple(crops.shape[-2:])))
         groups.append(F.normalize(out.image_feat.float(), dim=-1))
         pooled.append(F.normalize(out.image_x.float(), dim=-1))
+        if per_patch:
+            patches.append(F.normalize(out.patch_feat.float(), dim=-1))
     return ImageEncoding(size=(height, width), boxes=boxes, grid=grid, soft=torch.cat(softs),
                          group_maps=torch.cat(maps), group_emb=torch.cat(groups), image_emb=torch.cat(pooled),
-                         image=image[0])
+                         image=image[0], patch_emb=torch.cat(patches) if per_patch else None)
 
 
 def average_window_logits(enc: ImageEncoding, tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,6 +98,17 @@ def average_window_logits(enc: ImageEncoding, tables: torch.Tensor) -> tuple[tor
         canvas[:, y1:y2, x1:x2] += per_pixel
     count = window_coverage(enc.boxes, enc.size, tables.device)
     return canvas / count, count
+
+
+def average_patch_logits(enc: ImageEncoding, tables: torch.Tensor) -> torch.Tensor:
+    """tables (K, h·w, C) per-window patch→class logits -> (C, H, W): each window's patch grid resized
+    bilinearly (align_corners=False) onto its pixels, then averaged over the windows covering each pixel."""
+    canvas = tables.new_zeros(tables.shape[-1], *enc.size)
+    for k, (y1, y2, x1, x2) in enumerate(enc.boxes):
+        grid_logits = tables[k].t().reshape(1, -1, *enc.grid)
+        canvas[:, y1:y2, x1:x2] += F.interpolate(grid_logits, size=(y2 - y1, x2 - x1), mode="bilinear",
+                                                 align_corners=False)[0]
+    return canvas / window_coverage(enc.boxes, enc.size, tables.device)
 
 
 def window_coverage(boxes: list[Box], size: tuple[int, int], device: torch.device) -> torch.Tensor:

@@ -23,12 +23,15 @@ class Assignment:
     soft: (B, 1, G, N) softmax over the G groups of the logits; sums to 1 over G for every patch.
     hard: (B, 1, G, N) the map actually used for the features (one-hot, straight-through in training).
     q: (B, 1, G, C) projected group queries; k: (B, 1, N, C) projected patch keys (stage-2 mask loss).
+    patch_tokens: (B, N, out_dim), when asked: each patch's features as a one-patch segment (see
+    ``GroupingBlock.forward``).
     """
 
     soft: torch.Tensor
     hard: torch.Tensor
     q: torch.Tensor
     k: torch.Tensor
+    patch_tokens: torch.Tensor | None = None
 
 
 def straight_through_onehot(soft: torch.Tensor, dim: int) -> torch.Tensor:
@@ -66,9 +69,10 @@ class AssignAttention(nn.Module):
         soft = logits.softmax(dim=-2)
         return straight_through_onehot(soft, dim=-2) if self.hard else soft
 
-    def forward(self, groups: torch.Tensor, x: torch.Tensor, values: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, Assignment]:
-        """groups (B, G, C), patches x (B, N, C) -> new group tokens (B, G, C) and the assignment.
+    def forward(self, groups: torch.Tensor, x: torch.Tensor, values: torch.Tensor | None = None,
+                per_patch: bool = False) -> tuple[torch.Tensor, Assignment, torch.Tensor | None]:
+        """groups (B, G, C), patches x (B, N, C) -> new group tokens (B, G, C), the assignment and, with
+        ``per_patch``, (B, N, C) what each patch's group would become if all its patches were like this one.
         ``values``: other per-patch features (B, N, C) to average instead of x."""
         q = self.q_proj(groups).unsqueeze(1)  # (B, 1, G, C): one head
         k = self.k_proj(x).unsqueeze(1)
@@ -80,7 +84,12 @@ class AssignAttention(nn.Module):
         soft = logits.softmax(dim=-2)
         weights = hard / (hard.sum(dim=-1, keepdim=True) + self.assign_eps)
         out = self.proj((weights @ v).squeeze(1))
-        return out, Assignment(soft=soft, hard=hard, q=q, k=k)
+        patch_out = None
+        if per_patch:  # the same average over a group of n identical patches: v·n/(n+1)
+            counts = hard.sum(dim=-1, keepdim=True)  # (B, 1, G, 1)
+            own = (hard * counts).sum(dim=-2).squeeze(1).unsqueeze(-1)  # (B, N, 1): size of each patch's group
+            patch_out = self.proj(v.squeeze(1) * own / (own + self.assign_eps))
+        return out, Assignment(soft=soft, hard=hard, q=q, k=k), patch_out
 
 
 class GroupingBlock(nn.Module):
@@ -107,19 +116,29 @@ class GroupingBlock(nn.Module):
         else:
             self.reduction = nn.Identity()
 
-    def forward(self, x: torch.Tensor, group_tokens: torch.Tensor, values: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, Assignment]:
+    def forward(self, x: torch.Tensor, group_tokens: torch.Tensor, values: torch.Tensor | None = None,
+                per_patch: bool = False) -> tuple[torch.Tensor, Assignment]:
         """x (B, N, C) patches, group_tokens (B, S, C) -> segment tokens (B, G, out_dim), assignment.
-        ``values`` (B, N, C): what the segments average, if not x (ovseg's ``segment_values: stem``)."""
+        ``values`` (B, N, C): what the segments average, if not x (ovseg's ``segment_values: stem``).
+        ``per_patch``: also each patch as a one-patch segment of its own group, through the same output path
+        (``assignment.patch_tokens``), for scoring every patch against the class names at inference."""
         group_tokens = self.norm_tokens(group_tokens)
         x = self.norm_x(x)
         # token MLP over the group axis: (B, S, C) -> (B, G, C)
         projected = self.norm_post_tokens(self.mlp_inter(group_tokens.transpose(1, 2)).transpose(1, 2))
         projected = self.pre_assign_attn(projected, x)
-        new_x, assignment = self.assign(projected, x, None if values is None else self.norm_x(values))
+        new_x, assignment, patch_x = self.assign(projected, x, None if values is None else self.norm_x(values),
+                                                 per_patch)
         if self.group_token_residual:  # GroupViT; without it a segment's features come from its patches only
             new_x = new_x + projected
-        return self.reduction(new_x) + self.mlp_channels(self.norm_new_x(new_x)), assignment
+            if patch_x is not None:  # each patch gets its own group's token
+                patch_x = patch_x + assignment.hard.squeeze(1).transpose(1, 2) @ projected
+        if patch_x is not None:
+            assignment.patch_tokens = self._output(patch_x)
+        return self._output(new_x), assignment
+
+    def _output(self, new_x: torch.Tensor) -> torch.Tensor:
+        return self.reduction(new_x) + self.mlp_channels(self.norm_new_x(new_x))
 
 
 def upsample_soft_maps(soft: torch.Tensor, grid: tuple[int, int], size: tuple[int, int],

@@ -26,7 +26,8 @@ from .vision import GroupViT
 @dataclass
 class ImageOutput:
     """image_x (B, D) pooled embedding; image_feat (B, G, D) one per segment; the ``*_before_proj``
-    are the encoder's (B, C) / (B, G, C) tokens; assignments and grid as in ``VisionOutput``."""
+    are the encoder's (B, C) / (B, G, C) tokens; assignments and grid as in ``VisionOutput``; patch_feat
+    (B, h·w, D) every patch as a one-patch segment, when asked."""
 
     image_x: torch.Tensor
     image_feat: torch.Tensor
@@ -34,6 +35,7 @@ class ImageOutput:
     image_feat_before_proj: torch.Tensor
     assignments: list[Assignment]
     grid: tuple[int, int]
+    patch_feat: torch.Tensor | None = None
 
 
 @dataclass
@@ -113,13 +115,15 @@ class OVSegmentor(nn.Module):
         """The shared logit scale exp(logit_scale), clamped at ``logit_scale_max`` (100)."""
         return self.logit_scale.exp().clamp(max=self.cfg.logit_scale_max)
 
-    def encode_image(self, images: torch.Tensor, momentum: bool = False) -> ImageOutput:
-        """images (B, 3, H, W) normalised RGB -> ImageOutput; ``momentum`` uses the EMA encoder."""
+    def encode_image(self, images: torch.Tensor, momentum: bool = False, per_patch: bool = False) -> ImageOutput:
+        """images (B, 3, H, W) normalised RGB -> ImageOutput; ``momentum`` uses the EMA encoder;
+        ``per_patch`` adds ``patch_feat`` (see ``GroupViT.forward``)."""
         encoder = self.img_encoder_momentum if momentum else self.img_encoder
-        out = encoder(images)
+        out = encoder(images, per_patch=per_patch)
+        patches = self.img_projector(out.patch_tokens) if per_patch else None
         return ImageOutput(image_x=self.img_projector(out.pooled), image_feat=self.img_projector(out.tokens),
                            image_x_before_proj=out.pooled, image_feat_before_proj=out.tokens,
-                           assignments=out.assignments, grid=out.grid)
+                           assignments=out.assignments, grid=out.grid, patch_feat=patches)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextOutput:
         """input_ids/attention_mask (B, L) -> TextOutput."""

@@ -21,12 +21,14 @@ from .layers import AttnBlock, Mlp
 @dataclass
 class VisionOutput:
     """tokens: (B, G, C) segment tokens after the final LayerNorm; pooled: (B, C) their mean;
-    assignments: one per grouping block; grid: the (h, w) patch grid of the input."""
+    assignments: one per grouping block; grid: the (h, w) patch grid of the input; patch_tokens:
+    (B, h·w, C) each patch as a one-patch segment of its group, after the final LayerNorm, when asked."""
 
     tokens: torch.Tensor
     pooled: torch.Tensor
     assignments: list[Assignment]
     grid: tuple[int, int]
+    patch_tokens: torch.Tensor | None = None
 
 
 class PatchEmbed(nn.Module):
@@ -92,8 +94,8 @@ class GroupingLayer(nn.Module):
         self.downsample = downsample
         self.group_projector = group_projector
 
-    def forward(self, x: torch.Tensor, prev_group_token: torch.Tensor | None, values: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None, Assignment | None]:
+    def forward(self, x: torch.Tensor, prev_group_token: torch.Tensor | None, values: torch.Tensor | None = None,
+                per_patch: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, Assignment | None]:
         group_token = None
         if self.num_group_token > 0:
             group_token = self.group_token.expand(x.shape[0], -1, -1)
@@ -106,7 +108,7 @@ class GroupingLayer(nn.Module):
             x, group_token = x[:, : -self.num_group_token], x[:, -self.num_group_token :]
         assignment = None
         if self.downsample is not None:
-            x, assignment = self.downsample(x, group_token, values)
+            x, assignment = self.downsample(x, group_token, values, per_patch)
         return x, group_token, assignment
 
 
@@ -175,18 +177,30 @@ class GroupViT(nn.Module):
         self.norm = nn.LayerNorm(self.num_features)
         self.apply(_init_weights)
 
-    def forward(self, images: torch.Tensor) -> VisionOutput:
+    @property
+    def supports_patch_tokens(self) -> bool:
+        """Per-patch segments are defined when nothing follows the one grouping block but the final norm
+        (``depths [d, 0]``): later blocks would mix segments, and a one-patch segment has no such context."""
+        return len(self.layers) == 2 and len(self.layers[1].blocks) == 0 and self.layers[1].downsample is None
+
+    def forward(self, images: torch.Tensor, per_patch: bool = False) -> VisionOutput:
+        """``per_patch``: also ``patch_tokens``, every patch as a one-patch segment of its learned group
+        (needs ``supports_patch_tokens``)."""
+        if per_patch and not self.supports_patch_tokens:
+            raise ValueError("per-patch segments need one grouping block and no block after it (depths [d, 0])")
         x, grid = self.patch_embed(images)
         x = self.pos_drop(x + resize_pos_embed(self.pos_embed, self.base_grid, grid))
         group_token, assignments = None, []
         values = x if self.segment_values == "stem" else None  # the first grouping averages stem features
         for layer in self.layers:
-            x, group_token, assignment = layer(x, group_token, values)
+            x, group_token, assignment = layer(x, group_token, values, per_patch)
             values = None
             if assignment is not None:
                 assignments.append(assignment)
         x = self.norm(x)
-        return VisionOutput(tokens=x, pooled=x.mean(dim=1), assignments=assignments, grid=grid)
+        patches = self.norm(assignments[0].patch_tokens) if per_patch else None
+        return VisionOutput(tokens=x, pooled=x.mean(dim=1), assignments=assignments, grid=grid,
+                            patch_tokens=patches)
 
 
 def _check_stages(depths, num_heads, num_group_tokens, num_output_groups, embed_factors) -> None:
