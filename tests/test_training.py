@@ -134,3 +134,23 @@ def test_an_output_folder_of_another_model_is_refused_with_the_setting_that_diff
     with pytest.raises(ConfigError, match=r"another model \(model.img_encoder.stem: conv → patch\); choose another"):
         train(small_cfg(extra=["train.max_steps=3", "model.img_encoder.stem=patch",
                                "model.img_encoder.stem_extra_convs=0"]), tmp_path)
+
+
+def test_the_patch_prompt_loss_scores_each_entity_by_its_best_patch(tmp_path):
+    from ovseg.losses import multi_label_loss, presence
+
+    cfg = small_cfg(extra=["model.patch_label_weight=0.5", "model.multi_label_weight=0"])
+    run = Run(cfg, tmp_path)
+    batch = run.to_device(next(iter(run.loader)))
+    torch.manual_seed(0)  # the same Gumbel noise for the loss and the check
+    losses = task_module.compute_losses(run.model, batch, run.text, cfg.model)
+    torch.manual_seed(0)
+    image = run.model.encode_image(batch["image"], per_patch=True)
+    vocabulary = sorted({e for names in batch["entities"] for e in names})
+    prompts = run.model.text_projector(run.text.encode([cfg.model.entity_prompt.format(e) for e in vocabulary])[0])
+    expected = multi_label_loss(image.patch_feat, prompts, presence(batch["entities"], vocabulary, prompts.device),
+                                run.model.scale())
+    torch.testing.assert_close(losses["patch_label"], expected)
+    torch.testing.assert_close(losses["total"], losses["contrast"] + losses["entity"] + 0.5 * expected)
+    with pytest.raises(ConfigError, match="patch_label_weight needs one grouping block"):
+        Run(small_cfg(extra=["model.patch_label_weight=1", "model.img_encoder.depths=[1,1]"]), tmp_path / "b")

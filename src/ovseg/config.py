@@ -86,6 +86,7 @@ class ModelConfig:
     # ovseg additions (0/False = the original method): group-level supervision from the caption's entities
     multi_label_weight: float = 0.0  # GroupViT's multi-label prompt loss on the pooled embedding
     multi_label_pooling: str = "mean"  # mean: on the pooled embedding (GroupViT) | max: each prompt's best segment
+    patch_label_weight: float = 0.0  # the prompt loss with each prompt scored by its best patch (scoring: patches)
     group_entity_weight: float = 0.0  # segment-level MIL loss (needs learned_background)
     learned_background: bool = False  # a learned "background" embedding, used as a class at inference
     entity_prompt: str = "a photo of a {}."

@@ -25,7 +25,7 @@ def compute_losses(model: OVSegmentor, batch: dict, text: TextFeatures, cfg: Dic
     ``cfg`` is the ``model`` section: loss switches and weights (entity 1.0, mask 0.1 in the paper).
     """
     scale = model.scale()
-    image = model.encode_image(batch["image"])
+    image = model.encode_image(batch["image"], per_patch=cfg.patch_label_weight > 0)
     # the mask loss first: its Hungarian matching waits for the host while the other losses are queued
     pending = start_cross_image_loss(model, image, batch, text, cfg) if cfg.use_maskloss else None
     pooled, _, _ = text.encode(batch["caption"])
@@ -35,7 +35,8 @@ def compute_losses(model: OVSegmentor, batch: dict, text: TextFeatures, cfg: Dic
         _, bridge = model.decode_entity(image.image_feat_before_proj, q_tokens, q_mask)
         answer, _, _ = text.encode(batch["answer"])
         losses["entity"] = contrastive_loss(bridge, model.text_projector(answer), scale)
-    extra = group_losses(model, image, batch, text, cfg) if cfg.multi_label_weight or cfg.group_entity_weight else {}
+    wanted = cfg.multi_label_weight or cfg.group_entity_weight or cfg.patch_label_weight
+    extra = group_losses(model, image, batch, text, cfg) if wanted else {}
     if pending is not None:
         losses["mask"] = pending.finish().value
     losses.update(extra)
@@ -54,12 +55,13 @@ def group_losses(model: OVSegmentor, image, batch: dict, text: TextFeatures, cfg
     Distributed, they are computed over the global batch on every rank (features gathered with gradient):
     the gather's backward sums the W ranks' copies and DDP divides by W, so the gradient is the global one.
     """
-    entities, image_x, groups = batch["entities"], image.image_x, image.image_feat
+    entities, image_x, groups, patches = batch["entities"], image.image_x, image.image_feat, image.patch_feat
     if D.is_distributed():
         entities = [names for part in D.gather_objects(entities) for names in part]
         image_x = gather_with_grad(image_x)
         by_segment = cfg.group_entity_weight > 0 or cfg.multi_label_pooling == "max"
         groups = gather_with_grad(groups) if by_segment else groups
+        patches = gather_with_grad(patches) if patches is not None else None
     vocabulary = sorted({e for names in entities for e in names})
     if not vocabulary:
         return {}
@@ -70,6 +72,8 @@ def group_losses(model: OVSegmentor, image, batch: dict, text: TextFeatures, cfg
     if cfg.multi_label_weight > 0:
         scored = groups if cfg.multi_label_pooling == "max" else image_x
         out["multi_label"] = multi_label_loss(scored, prompts, present, scale)
+    if cfg.patch_label_weight > 0:  # the unit that scoring: patches tests, each prompt by its best patch
+        out["patch_label"] = multi_label_loss(patches, prompts, present, scale)
     if cfg.group_entity_weight > 0:
         out["group_entity"] = group_entity_loss(groups, prompts, model.background_embedding, present, scale)
     return out

@@ -66,6 +66,9 @@ class OVSegmentor(nn.Module):
                 segment_values=ie.segment_values, stem_extra_convs=ie.stem_extra_convs)
         except ValueError as e:  # a user's setting: one line naming it, not a traceback
             raise ConfigError(f"model.img_encoder: {e}") from e
+        if cfg.patch_label_weight > 0 and not self.img_encoder.supports_patch_tokens:
+            raise ConfigError("model.patch_label_weight needs one grouping block and no block after it "
+                              f"(model.img_encoder.depths [d, 0]), got depths {list(ie.depths)}")
         transformer = build_hf_model(te.name, te.pretrained, dict(te.hf_overrides), te.attn_implementation)
         self.text_encoder = TextEncoder(transformer, te.pooling, te.center_features)
         img_width, text_width = self.img_encoder.num_features, self.text_encoder.width

@@ -1,0 +1,50 @@
+"""Re-score a quickstart checkpoint under other harness settings, as the quickstart scores it.
+
+For every combination of ``--scoring`` and ``--refine`` the background threshold is chosen on the
+validation split among ``--thresholds``, then the test split is scored with it. One JSON line each:
+
+    python benchmarks/quickstart_rescore.py runs/quickstart/stage2/best.safetensors \\
+        --scoring groups patches --refine none pamr
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from omegaconf import OmegaConf
+
+from ovseg.data.builder import scene_split
+from ovseg.data.scenes.dataset import class_names
+from ovseg.engine.validate import evaluate_scenes
+from ovseg.factory import load_model
+
+
+def rescore(checkpoint: str, scoring: str, refine: str, thresholds: list[float]) -> dict:
+    model, cfg = load_model(checkpoint)
+    seg = OmegaConf.merge(cfg.evaluate.seg, {"scoring": scoring, "refine": refine})
+    size, names = cfg.data.image_size, class_names()
+    start = time.perf_counter()
+    val = evaluate_scenes(model, scene_split(cfg, "val"), names, thresholds, size, seg)
+    best = max(val, key=lambda t: val[t]["miou"])
+    test = evaluate_scenes(model, scene_split(cfg, "test"), names, [best], size, seg)[best]
+    return {"checkpoint": checkpoint, "scoring": scoring, "refine": refine,
+            "val_miou": {str(t): round(v["miou"], 2) for t, v in val.items()}, "bg_thresh": best,
+            "test_miou": round(test["miou"], 2), "seconds": round(time.perf_counter() - start, 1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint")
+    p.add_argument("--scoring", nargs="+", choices=["groups", "patches"], default=["groups", "patches"])
+    p.add_argument("--refine", nargs="+", choices=["none", "pamr"], default=["none", "pamr"])
+    p.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3, 0.5])
+    args = p.parse_args()
+    for scoring in args.scoring:
+        for refine in args.refine:
+            print(json.dumps(rescore(args.checkpoint, scoring, refine, args.thresholds)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
