@@ -84,9 +84,13 @@ def test_segmenter_scores_patches_when_asked_and_keeps_the_groups_apart(photos):
     assert patches.labels.shape == groups.labels.shape == photos["coffee"].shape[:2]
     assert not torch.equal(patches.logits, groups.logits)
     assert torch.equal(patches.group_maps, groups.group_maps)  # the learned groups are still shown
-    segmenter.cfg.scoring = "groups"  # the same image again, cached without patches: encoded again
+    segmenter.cfg.scoring = "groups"  # the same image again: its cached encoding serves the groups too
     again = segmenter.predict(photos["coffee"], ["cup", "table", "spoon"])
     torch.testing.assert_close(again.logits, groups.logits)
+    plain = ovseg.Segmenter(model, ovseg.load_config().evaluate.seg)
+    plain.predict(photos["coffee"], ["cup"])  # cached without patches ...
+    plain.cfg.scoring = "patches"  # ... so encoded again when patches are asked for
+    torch.testing.assert_close(plain.predict(photos["coffee"], ["cup", "table", "spoon"]).logits, patches.logits)
     segmenter.cfg.merge_with({"scoring": "patches", "refine": "pamr"})
     refined = segmenter.predict(photos["coffee"], ["cup", "table", "spoon"])
     assert refined.labels.shape == groups.labels.shape and not torch.equal(refined.logits, patches.logits)

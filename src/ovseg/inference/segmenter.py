@@ -105,8 +105,8 @@ class Segmenter:
         """(window encodings, original (H, W), RGB array); the last image is cached."""
         per_patch = self.cfg.scoring == "patches"
         key = _image_key(image)
-        key = None if key is None else (key, per_patch)
-        if key is not None and key == self._image_key and self._image is not None:
+        if key is not None and key == self._image_key and self._image is not None \
+                and (self._image[0].patch_emb is not None or not per_patch):  # patches also serve groups
             return self._image
         rgb = self.read(image)
         c = self.cfg
@@ -159,23 +159,26 @@ class Segmenter:
         colour edges when ``refine: pamr``. Groups: refinement is linear, so it is applied once per image to
         the window-group maps (cached in ``enc``) and every vocabulary or threshold costs one product.
         Patches: each window's patch grid is resized bilinearly and the (few) class maps are refined."""
-        key = (int(self.cfg.refine_iterations), float(self.cfg.refine_temperature))
         if self.cfg.refine != "none" and enc.image is None:
             raise ValueError("refine: pamr needs the processed image in the ImageEncoding")
         if self.cfg.scoring == "patches":
             logits = average_patch_logits(enc, table)
-            if self.cfg.refine == "none":
-                return logits
-            image = enc.image.to(table.device).float()
-            if key[1] not in enc.affinity:  # per image: every vocabulary and threshold reuses it
-                enc.affinity[key[1]] = neighbour_affinity(image, DEFAULT_DILATIONS, key[1])
-            return refine_masks(image, logits, key[0], affinity=enc.affinity[key[1]])
+            return logits if self.cfg.refine == "none" else self._refine_class_maps(enc, logits)
         if self.cfg.refine == "none":
             return average_window_logits(enc, table)[0]
+        key = (int(self.cfg.refine_iterations), float(self.cfg.refine_temperature))
         if key not in enc.refined_basis:
             enc.refined_basis[key] = refine_masks(enc.image.to(table.device), window_group_basis(enc), key[0],
                                                   temperature=key[1])
         return torch.einsum("mhw,mc->chw", enc.refined_basis[key], table.reshape(-1, table.shape[-1]).float())
+
+    def _refine_class_maps(self, enc: ImageEncoding, logits: torch.Tensor) -> torch.Tensor:
+        """PAMR of (C, H, W) class maps; the image's colour affinities are computed once per temperature and
+        reused by every vocabulary and threshold."""
+        image, temperature = enc.image.to(logits.device).float(), float(self.cfg.refine_temperature)
+        if temperature not in enc.affinity:
+            enc.affinity[temperature] = neighbour_affinity(image, DEFAULT_DILATIONS, temperature)
+        return refine_masks(image, logits, int(self.cfg.refine_iterations), affinity=enc.affinity[temperature])
 
     @torch.no_grad()
     def group_layers(self, image: ImageLike) -> list[torch.Tensor]:
