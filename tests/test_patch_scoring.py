@@ -122,3 +122,29 @@ def test_patch_scoring_on_a_model_with_blocks_after_the_grouping_is_one_line(tin
     cfg.scoring = "pixels"
     with pytest.raises(OvsegError, match="evaluate.seg.scoring: expected 'groups' or 'patches', got 'pixels'"):
         ovseg.Segmenter(model, cfg)
+
+
+@pytest.mark.parametrize("scoring", ["patches", "groups"])
+def test_flip_averages_the_image_and_its_mirror_image(photos, scoring):
+    """flip: each window is also segmented mirrored and the two are averaged, so the class maps are the mean
+    of the image's and of its mirror image's (mirrored back); the batched harness gives the same labels."""
+    from ovseg.evaluation.datasets import Sample
+    from ovseg.evaluation.predictor import HarnessPredictor
+    from ovseg.inference.preprocess import prepare_image
+
+    model, image, names = dense_model(), photos["astronaut"][:200, :300], ["person", "flag", "sky"]
+    cfg = ovseg.load_config().evaluate.seg
+    cfg.merge_with({"scoring": scoring, "short_side": 128, "crop_size": 96, "stride": 96})  # x: mirror-symmetric
+    plain = ovseg.Segmenter(model, cfg).predict(image, names).logits
+    mirror = ovseg.Segmenter(model, cfg).predict(image[:, ::-1], names).logits.flip(-1)
+    cfg.flip = True
+    segmenter = ovseg.Segmenter(model, cfg)
+    flipped = segmenter.predict(image, names)
+    assert len(flipped.boxes) == 2 * 4  # 4 windows, each also mirrored
+    if scoring == "patches":  # linear all the way: exactly the mean
+        torch.testing.assert_close(flipped.logits, (plain + mirror) / 2, atol=1e-5, rtol=1e-5)
+    else:  # argmax groups of a mirrored bilinear map may differ on ties only
+        assert ((flipped.logits - (plain + mirror) / 2).abs() > 1e-4).float().mean() < 0.01
+    tensor = prepare_image(image, cfg.short_side, cfg.max_long_side, model.cfg.img_encoder.patch_size)
+    sample = Sample(name="a", image=tensor, size=image.shape[:2], label=torch.zeros(image.shape[:2]))
+    assert torch.equal(HarnessPredictor(segmenter, names, cfg.bg_thresh)([sample])[0], flipped.labels)

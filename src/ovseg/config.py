@@ -113,6 +113,7 @@ class SegConfig:
     refine_iterations: int = 10
     refine_temperature: float = 0.3  # affinity exp(-|colour difference| / (temperature x local std))
     scoring: str = "groups"  # groups (the original) | patches: every patch as a one-patch segment of its group
+    flip: bool = False  # also segment each window mirrored left-right and average (flip test-time augmentation)
 
 
 @dataclass

@@ -94,15 +94,15 @@ def evaluate_test(model, cfg, result: TrainResult) -> dict:
         plain = OmegaConf.merge(seg, {"refine": "none"})
         report["miou_unrefined"] = evaluate_scenes(model, test, class_names(), [thresh], cfg.data.image_size,
                                                    plain)[thresh]["miou"]
-    if seg.refine != "none" or seg.scoring != "groups":
+    if seg.refine != "none" or seg.scoring != "groups" or seg.flip:
         report["miou_paper_harness"], report["paper_harness_bg_thresh"] = paper_harness_miou(model, cfg, test)
     return report
 
 
 def paper_harness_miou(model, cfg, test) -> tuple[float, float]:
-    """Test mIoU with the paper's harness (groups scored, no refinement), its background threshold chosen on
+    """Test mIoU with the paper's harness (groups scored, no refinement, no flip), its background threshold chosen on
     the validation split among ``evaluate.val_bg_thresholds`` as for the preset's own harness."""
-    paper = OmegaConf.merge(cfg.evaluate.seg, {"refine": "none", "scoring": "groups"})
+    paper = OmegaConf.merge(cfg.evaluate.seg, {"refine": "none", "scoring": "groups", "flip": False})
     size, names = cfg.data.image_size, class_names()
     val = evaluate_scenes(model, scene_split(cfg, "val"), names, list(cfg.evaluate.val_bg_thresholds), size, paper)
     thresh = max(val, key=lambda t: val[t]["miou"])

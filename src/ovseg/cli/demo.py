@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scoring", choices=("groups", "patches"),
                    help="patches: score every patch as a one-patch segment of its group (models with depths "
                    "[d, 0], e.g. the quickstart's; default groups, the paper's)")
+    p.add_argument("--flip", action="store_true",
+                   help="also segment every window mirrored left-right and average (flip test-time augmentation)")
     p.add_argument("--precision", choices=("fp32", "bf16-matmul", "bf16"),
                    help="image-encoder precision (default fp32, exact; bf16-matmul: faster, BENCHMARKS.md)")
     p.add_argument("--recursive", action="store_true", help="also segment the images of sub-folders")
@@ -76,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         seg_cfg.refine = args.refine
     if args.scoring:
         seg_cfg.scoring = args.scoring
+    if args.flip:
+        seg_cfg.flip = True
     options.bg_thresh = _bg_thresh(args.bg_thresh, seg_cfg.bg_thresh)
     device = resolve_device(args.device)
     segmenter = Segmenter.from_checkpoint(args.resume, device=device, seg_cfg=seg_cfg, opts=model_opts)

@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scoring", choices=("groups", "patches"),
                    help="patches: score every patch as a one-patch segment of its group (models with depths "
                    "[d, 0], e.g. the quickstart's; default groups, the paper's)")
+    p.add_argument("--flip", action="store_true",
+                   help="also segment every window mirrored left-right and average (flip test-time augmentation)")
     p.add_argument("--precision", choices=("fp32", "bf16-matmul", "bf16"),
                    help="image-encoder precision (default fp32, exact; bf16-matmul: faster, BENCHMARKS.md)")
     p.add_argument("--batch-crops", type=int, help="windows per forward pass, across images (default 8)")
@@ -45,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     opts += [f"evaluate.seg.precision={args.precision}"] if args.precision else []
     opts += [f"evaluate.seg.refine={args.refine}"] if args.refine else []
     opts += [f"evaluate.seg.scoring={args.scoring}"] if args.scoring else []
+    opts += ["evaluate.seg.flip=true"] if args.flip else []
     cfg = load_eval_config(args.dataset, args.cfg, opts)
     device = resolve_device(args.device)
     seg = Segmenter.from_checkpoint(args.resume, device=device, seg_cfg=cfg.evaluate.seg,

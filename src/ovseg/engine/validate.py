@@ -13,11 +13,12 @@ from ..model import OVSegmentor
 
 def scene_seg_config(image_size: int, seg: DictConfig | None = None) -> DictConfig:
     """The harness on small square scenes: one window, no resize; the scoring settings (template, top-k,
-    background, refinement, groups or patches) from ``seg`` (an ``evaluate.seg`` section; default: the schema's)."""
+    background, refinement, groups or patches, flip) from ``seg`` (an ``evaluate.seg`` section; default:
+    the schema's)."""
     cfg = schema().evaluate.seg
     if seg is not None:
         cfg.merge_with({k: seg[k] for k in ("template", "top_k", "background", "refine", "refine_iterations",
-                                            "refine_temperature", "scoring")})
+                                            "refine_temperature", "scoring", "flip")})
     cfg.merge_with({"dataset": None, "mode": "whole", "short_side": image_size, "max_long_side": image_size,
                     "crop_size": image_size, "stride": image_size})
     return cfg

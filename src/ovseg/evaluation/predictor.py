@@ -19,6 +19,7 @@ from ..inference.slide import (
     ImageEncoding,
     group_maps_from_soft,
     labels_and_scores,
+    mirror_patch_grid,
     slide_boxes,
 )
 from .datasets import Sample
@@ -43,34 +44,41 @@ class HarnessPredictor:
         return [self.labels(enc, s.size) for enc, s in zip(self.encode(samples), samples, strict=True)]
 
     def encode(self, samples: list[Sample]) -> list[ImageEncoding]:
-        """Encode all windows of ``samples``, ``batch_crops`` same-sized windows per forward pass."""
-        boxes = [self.boxes(s) for s in samples]
+        """Encode all windows of ``samples``, ``batch_crops`` same-sized windows per forward pass; with
+        ``flip`` every window once more mirrored (window k + K of an image of K windows)."""
+        flip = bool(self.seg.cfg.flip)
+        boxes = [self.boxes(s) * (2 if flip else 1) for s in samples]
         images = [s.image.to(self.seg.device, non_blocking=True) for s in samples]
-        by_shape: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+        by_shape: dict[tuple[int, int, bool], list[tuple[int, int]]] = defaultdict(list)
         for i, image_boxes in enumerate(boxes):
             for k, (y1, y2, x1, x2) in enumerate(image_boxes):
-                by_shape[(y2 - y1, x2 - x1)].append((i, k))
+                by_shape[(y2 - y1, x2 - x1, flip and k >= len(image_boxes) // 2)].append((i, k))
         parts: dict[tuple[int, int], tuple] = {}
         grids: dict[tuple[int, int], tuple[int, int]] = {}
         batch = self.seg.cfg.batch_crops
-        for shape, jobs in by_shape.items():
+        for (*shape, mirrored), jobs in by_shape.items():
             for start in range(0, len(jobs), batch):
                 chunk = jobs[start : start + batch]
-                out = self._encode_crops([_crop(images[i], boxes[i][k]) for i, k in chunk], shape)
+                out = self._encode_crops([_crop(images[i], boxes[i][k]) for i, k in chunk], tuple(shape), mirrored)
                 for j, key in enumerate(chunk):
                     parts[key] = tuple(None if t is None else t[j] for t in out[:5])
                     grids[key] = out[5]
         return [_assemble(s, boxes[i], [parts[(i, k)] for k in range(len(boxes[i]))], grids[(i, 0)])
                 for i, s in enumerate(samples)]
 
-    def _encode_crops(self, crops: list[torch.Tensor], shape: tuple[int, int]) -> tuple:
-        """As ``inference.slide.encode_windows`` does for one chunk of windows."""
+    def _encode_crops(self, crops: list[torch.Tensor], shape: tuple[int, int], mirrored: bool = False) -> tuple:
+        """As ``inference.slide.encode_windows`` does for one chunk of windows (mirrored ones: mirrored in,
+        their maps mirrored back)."""
         per_patch = self.seg.cfg.scoring == "patches"
+        batch = torch.cat(crops)
         with inference_precision(self.seg.cfg.precision, self.seg.device):
-            out = self.seg.model.encode_image(torch.cat(crops), per_patch=per_patch)
-        soft = out.assignments[-1].soft
+            out = self.seg.model.encode_image(batch.flip(-1) if mirrored else batch, per_patch=per_patch)
+        soft, patches = out.assignments[-1].soft, out.patch_feat
+        if mirrored:
+            soft = mirror_patch_grid(soft, out.grid, dim=3)
+            patches = None if patches is None else mirror_patch_grid(patches, out.grid, dim=1)
         maps = group_maps_from_soft(soft.float(), out.grid, shape)
-        patches = F.normalize(out.patch_feat.float(), dim=-1) if per_patch else None
+        patches = F.normalize(patches.float(), dim=-1) if per_patch else None
         return (soft, maps, F.normalize(out.image_feat.float(), dim=-1), F.normalize(out.image_x.float(), dim=-1),
                 patches, out.grid)
 

@@ -105,6 +105,7 @@ class Segmenter:
         """(window encodings, original (H, W), RGB array); the last image is cached."""
         per_patch = self.cfg.scoring == "patches"
         key = _image_key(image)
+        key = None if key is None else (key, bool(self.cfg.flip))
         if key is not None and key == self._image_key and self._image is not None \
                 and (self._image[0].patch_emb is not None or not per_patch):  # patches also serve groups
             return self._image
@@ -113,7 +114,7 @@ class Segmenter:
         tensor = prepare_image(rgb, c.short_side, c.max_long_side, self.model.cfg.img_encoder.patch_size)
         with inference_precision(c.precision, self.device):
             enc = encode_windows(self.model, tensor.to(self.device), c.crop_size, c.stride, c.mode, c.batch_crops,
-                                 per_patch)
+                                 per_patch, bool(c.flip))
         self._image_key, self._image = key, (enc, rgb.shape[:2], rgb)
         return self._image
 
@@ -185,7 +186,8 @@ class Segmenter:
         """Whole-image group maps, one per grouping block (the original's ``*_group`` vis modes): the
         resized image is encoded as one window; each map is (h, w) uint8 on the CPU, the argmax group per pixel
         at the processing scale, later blocks composed through the earlier ones (GroupViT's ``get_attn_maps``)."""
-        rgb = self._image[2] if self._image is not None and _image_key(image) == self._image_key else self.read(image)
+        cached = self._image is not None and self._image_key is not None and _image_key(image) == self._image_key[0]
+        rgb = self._image[2] if cached else self.read(image)
         c = self.cfg
         tensor = prepare_image(rgb, c.short_side, c.max_long_side, self.model.cfg.img_encoder.patch_size)
         with inference_precision(c.precision, self.device):

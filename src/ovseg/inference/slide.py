@@ -65,28 +65,34 @@ def group_maps_from_soft(soft: torch.Tensor, grid: tuple[int, int], size: tuple[
 
 @torch.no_grad()
 def encode_windows(model: OVSegmentor, image: torch.Tensor, crop: int = 448, stride: int = 224,
-                   mode: str = "slide", batch: int = 8, per_patch: bool = False) -> ImageEncoding:
+                   mode: str = "slide", batch: int = 8, per_patch: bool = False, flip: bool = False) -> ImageEncoding:
     """image (1, 3, H, W) normalised -> ImageEncoding. ``mode='whole'`` encodes the image as one window;
-    ``per_patch`` also keeps every patch as a one-patch segment (``patch_emb``)."""
+    ``per_patch`` also keeps every patch as a one-patch segment (``patch_emb``); ``flip`` also encodes every
+    window mirrored left-right and adds it, its maps mirrored back, as one more window over the same pixels
+    (flip test-time augmentation: the averaging then mixes both orientations equally)."""
     height, width = image.shape[-2:]
     boxes = slide_boxes(height, width, crop, stride) if mode == "slide" else [(0, height, 0, width)]
-    softs, maps, groups, pooled, patches = [], [], [], [], []
-    grid = (0, 0)
-    for start in range(0, len(boxes), batch):
-        chunk = boxes[start : start + batch]
-        crops = torch.cat([image[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])
-        out = model.encode_image(crops, per_patch=per_patch)
-        soft = out.assignments[-1].soft
-        grid = out.grid
-        softs.append(soft)
-        maps.append(group_maps_from_soft(soft.float(), grid, tuple(crops.shape[-2:])))
-        groups.append(F.normalize(out.image_feat.float(), dim=-1))
-        pooled.append(F.normalize(out.image_x.float(), dim=-1))
-        if per_patch:
-            patches.append(F.normalize(out.patch_feat.float(), dim=-1))
-    return ImageEncoding(size=(height, width), boxes=boxes, grid=grid, soft=torch.cat(softs),
-                         group_maps=torch.cat(maps), group_emb=torch.cat(groups), image_emb=torch.cat(pooled),
-                         image=image[0], patch_emb=torch.cat(patches) if per_patch else None)
+    parts, grid = [], (0, 0)
+    for mirrored in (False, True) if flip else (False,):
+        for start in range(0, len(boxes), batch):
+            crops = torch.cat([image[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes[start : start + batch]])
+            out = model.encode_image(crops.flip(-1) if mirrored else crops, per_patch=per_patch)
+            grid = out.grid
+            soft, patches = out.assignments[-1].soft, out.patch_feat
+            if mirrored:  # back to the window's own orientation
+                soft = mirror_patch_grid(soft, grid, dim=3)  # (n, 1, G, h·w)
+                patches = None if patches is None else mirror_patch_grid(patches, grid, dim=1)  # (n, h·w, D)
+            parts.append((soft, group_maps_from_soft(soft.float(), grid, tuple(crops.shape[-2:])),
+                          F.normalize(out.image_feat.float(), dim=-1), F.normalize(out.image_x.float(), dim=-1),
+                          None if patches is None else F.normalize(patches.float(), dim=-1)))
+    soft, maps, groups, pooled, patches = (None if t[0] is None else torch.cat(t) for t in zip(*parts, strict=True))
+    return ImageEncoding(size=(height, width), boxes=boxes * (2 if flip else 1), grid=grid, soft=soft,
+                         group_maps=maps, group_emb=groups, image_emb=pooled, image=image[0], patch_emb=patches)
+
+
+def mirror_patch_grid(x: torch.Tensor, grid: tuple[int, int], dim: int) -> torch.Tensor:
+    """x with a row-major patch axis ``dim`` (h·w entries) -> the patches mirrored left-right."""
+    return x.unflatten(dim, grid).flip(dim + 1).flatten(dim, dim + 1)
 
 
 def average_window_logits(enc: ImageEncoding, tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
