@@ -100,8 +100,8 @@ def evaluate_test(model, cfg, result: TrainResult) -> dict:
 
 
 def paper_harness_miou(model, cfg, test) -> tuple[float, float]:
-    """Test mIoU with the paper's harness (groups scored, no refinement, no flip), its background threshold chosen on
-    the validation split among ``evaluate.val_bg_thresholds`` as for the preset's own harness."""
+    """Test mIoU with the paper's harness (groups scored, no refinement, no flip), its background threshold
+    chosen on the validation split among ``evaluate.val_bg_thresholds`` as for the preset's own harness."""
     paper = OmegaConf.merge(cfg.evaluate.seg, {"refine": "none", "scoring": "groups", "flip": False})
     size, names = cfg.data.image_size, class_names()
     val = evaluate_scenes(model, scene_split(cfg, "val"), names, list(cfg.evaluate.val_bg_thresholds), size, paper)
