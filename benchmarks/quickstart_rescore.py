@@ -21,16 +21,18 @@ from ovseg.engine.validate import evaluate_scenes
 from ovseg.factory import load_model
 
 
-def rescore(checkpoint: str, scoring: str, refine: str, thresholds: list[float], top_k: int | None = None) -> dict:
+def rescore(checkpoint: str, scoring: str, refine: str, thresholds: list[float], top_k: int | None = None,
+            flip: bool | None = None) -> dict:
     model, cfg = load_model(checkpoint)
     seg = OmegaConf.merge(cfg.evaluate.seg, {"scoring": scoring, "refine": refine})
     seg.top_k = top_k or seg.top_k
+    seg.flip = seg.flip if flip is None else flip
     size, names = cfg.data.image_size, class_names()
     start = time.perf_counter()
     val = evaluate_scenes(model, scene_split(cfg, "val"), names, thresholds, size, seg)
     best = max(val, key=lambda t: val[t]["miou"])
     test = evaluate_scenes(model, scene_split(cfg, "test"), names, [best], size, seg)[best]
-    return {"checkpoint": checkpoint, "scoring": scoring, "refine": refine, "top_k": seg.top_k,
+    return {"checkpoint": checkpoint, "scoring": scoring, "refine": refine, "top_k": seg.top_k, "flip": seg.flip,
             "val_miou": {str(t): round(v["miou"], 2) for t, v in val.items()}, "bg_thresh": best,
             "test_miou": round(test["miou"], 2), "seconds": round(time.perf_counter() - start, 1)}
 
@@ -42,11 +44,13 @@ def main() -> None:
     p.add_argument("--refine", nargs="+", choices=["none", "pamr"], default=["none", "pamr"])
     p.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3, 0.5])
     p.add_argument("--top-k", type=int, nargs="+", default=[None], help="default: the checkpoint's")
+    p.add_argument("--flip", choices=["on", "off"], help="default: the checkpoint's")
     args = p.parse_args()
     for scoring in args.scoring:
         for refine in args.refine:
             for top_k in args.top_k:
-                print(json.dumps(rescore(args.checkpoint, scoring, refine, args.thresholds, top_k)), flush=True)
+                flip = None if args.flip is None else args.flip == "on"
+                print(json.dumps(rescore(args.checkpoint, scoring, refine, args.thresholds, top_k, flip)), flush=True)
 
 
 if __name__ == "__main__":

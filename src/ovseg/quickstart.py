@@ -89,6 +89,7 @@ def evaluate_test(model, cfg, result: TrainResult) -> dict:
     report = {"miou": first["miou"], "miou_synonyms": second["miou"], "per_class_iou": first["per_class_iou"],
               "per_class_iou_synonyms": second["per_class_iou"], "val_miou": result.best_val_miou,
               "bg_thresh": thresh, "background": seg.background, "refine": seg.refine, "scoring": seg.scoring,
+              "flip": bool(seg.flip),
               "test_images": len(test), "held_out_synonyms": dict(zip(class_names(), held_out_names(), strict=True))}
     if seg.refine != "none":  # the same scoring without refinement, for comparison
         plain = OmegaConf.merge(seg, {"refine": "none"})

@@ -37,6 +37,8 @@ def harness_note(report: dict) -> str:
     parts = []
     if report.get("scoring", "groups") != "groups":
         parts.append(f"{report['scoring']} scored")
+    if report.get("flip"):
+        parts.append("flip-averaged")
     if "miou_unrefined" in report:
         parts.append(f"{report['refine']} refinement; {report['miou_unrefined']:.1f} without")
     if "miou_paper_harness" in report:
