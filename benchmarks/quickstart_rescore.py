@@ -15,10 +15,8 @@ import time
 
 from omegaconf import OmegaConf
 
-from ovseg.data.builder import scene_split
-from ovseg.data.scenes.dataset import class_names
-from ovseg.engine.validate import evaluate_scenes
 from ovseg.factory import load_model
+from ovseg.quickstart import validated_test_miou
 
 
 def rescore(checkpoint: str, scoring: str, refine: str, thresholds: list[float], top_k: int | None = None,
@@ -27,14 +25,11 @@ def rescore(checkpoint: str, scoring: str, refine: str, thresholds: list[float],
     seg = OmegaConf.merge(cfg.evaluate.seg, {"scoring": scoring, "refine": refine})
     seg.top_k = top_k or seg.top_k
     seg.flip = seg.flip if flip is None else flip
-    size, names = cfg.data.image_size, class_names()
     start = time.perf_counter()
-    val = evaluate_scenes(model, scene_split(cfg, "val"), names, thresholds, size, seg)
-    best = max(val, key=lambda t: val[t]["miou"])
-    test = evaluate_scenes(model, scene_split(cfg, "test"), names, [best], size, seg)[best]
+    test, best, val = validated_test_miou(model, cfg, seg, thresholds)
     return {"checkpoint": checkpoint, "scoring": scoring, "refine": refine, "top_k": seg.top_k, "flip": seg.flip,
-            "val_miou": {str(t): round(v["miou"], 2) for t, v in val.items()}, "bg_thresh": best,
-            "test_miou": round(test["miou"], 2), "seconds": round(time.perf_counter() - start, 1)}
+            "val_miou": {str(t): round(v, 2) for t, v in val.items()}, "bg_thresh": best,
+            "test_miou": round(test, 2), "seconds": round(time.perf_counter() - start, 1)}
 
 
 def main() -> None:

@@ -104,10 +104,19 @@ def paper_harness_miou(model, cfg, test) -> tuple[float, float]:
     """Test mIoU with the paper's harness (groups scored, no refinement, no flip), its background threshold
     chosen on the validation split among ``evaluate.val_bg_thresholds`` as for the preset's own harness."""
     paper = OmegaConf.merge(cfg.evaluate.seg, {"refine": "none", "scoring": "groups", "flip": False})
+    test_miou, thresh, _ = validated_test_miou(model, cfg, paper, list(cfg.evaluate.val_bg_thresholds), test)
+    return test_miou, thresh
+
+
+def validated_test_miou(model, cfg, seg, thresholds: list[float], test=None) -> tuple[float, float, dict]:
+    """(test mIoU, background threshold chosen on the validation split, {threshold: validation mIoU}) of
+    ``model`` scored with the ``evaluate.seg`` settings ``seg``."""
     size, names = cfg.data.image_size, class_names()
-    val = evaluate_scenes(model, scene_split(cfg, "val"), names, list(cfg.evaluate.val_bg_thresholds), size, paper)
+    val = evaluate_scenes(model, scene_split(cfg, "val"), names, thresholds, size, seg)
     thresh = max(val, key=lambda t: val[t]["miou"])
-    return evaluate_scenes(model, test, names, [thresh], size, paper)[thresh]["miou"], thresh
+    test = scene_split(cfg, "test") if test is None else test
+    test_miou = evaluate_scenes(model, test, names, [thresh], size, seg)[thresh]["miou"]
+    return test_miou, thresh, {t: v["miou"] for t, v in val.items()}
 
 
 def write_plot(out: Path, stages: list[str]) -> Path:

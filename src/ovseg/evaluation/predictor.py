@@ -9,19 +9,11 @@ from __future__ import annotations
 from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
 
 from ..inference.head import crop_class_table, group_class_scores
 from ..inference.precision import inference_precision
 from ..inference.segmenter import Segmenter
-from ..inference.slide import (
-    Box,
-    ImageEncoding,
-    group_maps_from_soft,
-    labels_and_scores,
-    mirror_patch_grid,
-    slide_boxes,
-)
+from ..inference.slide import Box, ImageEncoding, encode_crops, labels_and_scores, slide_boxes
 from .datasets import Sample
 
 
@@ -56,31 +48,20 @@ class HarnessPredictor:
         parts: dict[tuple[int, int], tuple] = {}
         grids: dict[tuple[int, int], tuple[int, int]] = {}
         batch = self.seg.cfg.batch_crops
-        for (*shape, mirrored), jobs in by_shape.items():
+        for (*_, mirrored), jobs in by_shape.items():
             for start in range(0, len(jobs), batch):
                 chunk = jobs[start : start + batch]
-                out = self._encode_crops([_crop(images[i], boxes[i][k]) for i, k in chunk], tuple(shape), mirrored)
+                out = self._encode_crops([_crop(images[i], boxes[i][k]) for i, k in chunk], mirrored)
                 for j, key in enumerate(chunk):
                     parts[key] = tuple(None if t is None else t[j] for t in out[:5])
                     grids[key] = out[5]
         return [_assemble(s, boxes[i], [parts[(i, k)] for k in range(len(boxes[i]))], grids[(i, 0)])
                 for i, s in enumerate(samples)]
 
-    def _encode_crops(self, crops: list[torch.Tensor], shape: tuple[int, int], mirrored: bool = False) -> tuple:
-        """As ``inference.slide.encode_windows`` does for one chunk of windows (mirrored ones: mirrored in,
-        their maps mirrored back)."""
-        per_patch = self.seg.cfg.scoring == "patches"
-        batch = torch.cat(crops)
+    def _encode_crops(self, crops: list[torch.Tensor], mirrored: bool = False) -> tuple:
+        """``inference.slide.encode_crops`` at the segmenter's precision."""
         with inference_precision(self.seg.cfg.precision, self.seg.device):
-            out = self.seg.model.encode_image(batch.flip(-1) if mirrored else batch, per_patch=per_patch)
-        soft, patches = out.assignments[-1].soft, out.patch_feat
-        if mirrored:
-            soft = mirror_patch_grid(soft, out.grid, dim=3)
-            patches = None if patches is None else mirror_patch_grid(patches, out.grid, dim=1)
-        maps = group_maps_from_soft(soft.float(), out.grid, shape)
-        patches = F.normalize(patches.float(), dim=-1) if per_patch else None
-        return (soft, maps, F.normalize(out.image_feat.float(), dim=-1), F.normalize(out.image_x.float(), dim=-1),
-                patches, out.grid)
+            return encode_crops(self.seg.model, torch.cat(crops), self.seg.cfg.scoring == "patches", mirrored)
 
     def labels(self, enc: ImageEncoding, size: tuple[int, int]) -> torch.Tensor:
         """As ``Segmenter.predict`` does after encoding: group→class table, average, resize, argmax."""

@@ -169,17 +169,16 @@ class Segmenter:
             return average_window_logits(enc, table)[0]
         key = (int(self.cfg.refine_iterations), float(self.cfg.refine_temperature))
         if key not in enc.refined_basis:
-            enc.refined_basis[key] = refine_masks(enc.image.to(table.device), window_group_basis(enc), key[0],
-                                                  temperature=key[1])
+            enc.refined_basis[key] = self._refine_class_maps(enc, window_group_basis(enc))
         return torch.einsum("mhw,mc->chw", enc.refined_basis[key], table.reshape(-1, table.shape[-1]).float())
 
-    def _refine_class_maps(self, enc: ImageEncoding, logits: torch.Tensor) -> torch.Tensor:
-        """PAMR of (C, H, W) class maps; the image's colour affinities are computed once per temperature and
-        reused by every vocabulary and threshold."""
-        image, temperature = enc.image.to(logits.device).float(), float(self.cfg.refine_temperature)
+    def _refine_class_maps(self, enc: ImageEncoding, maps: torch.Tensor) -> torch.Tensor:
+        """PAMR of (M, H, W) maps; the image's colour affinities are computed once per temperature and
+        reused by every vocabulary, threshold and iteration count."""
+        image, temperature = enc.image.to(maps.device).float(), float(self.cfg.refine_temperature)
         if temperature not in enc.affinity:
             enc.affinity[temperature] = neighbour_affinity(image, DEFAULT_DILATIONS, temperature)
-        return refine_masks(image, logits, int(self.cfg.refine_iterations), affinity=enc.affinity[temperature])
+        return refine_masks(image, maps, int(self.cfg.refine_iterations), affinity=enc.affinity[temperature])
 
     @torch.no_grad()
     def group_layers(self, image: ImageLike) -> list[torch.Tensor]:

@@ -76,18 +76,26 @@ def encode_windows(model: OVSegmentor, image: torch.Tensor, crop: int = 448, str
     for mirrored in (False, True) if flip else (False,):
         for start in range(0, len(boxes), batch):
             crops = torch.cat([image[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes[start : start + batch]])
-            out = model.encode_image(crops.flip(-1) if mirrored else crops, per_patch=per_patch)
-            grid = out.grid
-            soft, patches = out.assignments[-1].soft, out.patch_feat
-            if mirrored:  # back to the window's own orientation
-                soft = mirror_patch_grid(soft, grid, dim=3)  # (n, 1, G, h·w)
-                patches = None if patches is None else mirror_patch_grid(patches, grid, dim=1)  # (n, h·w, D)
-            parts.append((soft, group_maps_from_soft(soft.float(), grid, tuple(crops.shape[-2:])),
-                          F.normalize(out.image_feat.float(), dim=-1), F.normalize(out.image_x.float(), dim=-1),
-                          None if patches is None else F.normalize(patches.float(), dim=-1)))
+            *part, grid = encode_crops(model, crops, per_patch, mirrored)
+            parts.append(part)
     soft, maps, groups, pooled, patches = (None if t[0] is None else torch.cat(t) for t in zip(*parts, strict=True))
     return ImageEncoding(size=(height, width), boxes=boxes * (2 if flip else 1), grid=grid, soft=soft,
                          group_maps=maps, group_emb=groups, image_emb=pooled, image=image[0], patch_emb=patches)
+
+
+def encode_crops(model: OVSegmentor, crops: torch.Tensor, per_patch: bool = False, mirrored: bool = False
+                 ) -> tuple:
+    """Same-sized windows (n, 3, h, w) -> (soft, group maps, group_emb, image_emb, patch_emb or None, grid),
+    as ``ImageEncoding`` holds them. ``mirrored``: encode the windows mirrored left-right and mirror their
+    maps back, so that they line up with the windows' own pixels."""
+    out = model.encode_image(crops.flip(-1) if mirrored else crops, per_patch=per_patch)
+    soft, patches = out.assignments[-1].soft, out.patch_feat
+    if mirrored:
+        soft = mirror_patch_grid(soft, out.grid, dim=3)  # (n, 1, G, h·w)
+        patches = None if patches is None else mirror_patch_grid(patches, out.grid, dim=1)  # (n, h·w, D)
+    return (soft, group_maps_from_soft(soft.float(), out.grid, tuple(crops.shape[-2:])),
+            F.normalize(out.image_feat.float(), dim=-1), F.normalize(out.image_x.float(), dim=-1),
+            None if patches is None else F.normalize(patches.float(), dim=-1), out.grid)
 
 
 def mirror_patch_grid(x: torch.Tensor, grid: tuple[int, int], dim: int) -> torch.Tensor:
