@@ -16,6 +16,7 @@ import argparse
 import json
 import random
 import resource
+import sys
 import time
 
 import torch
@@ -60,7 +61,8 @@ def main() -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="auto")
     p.add_argument("--peak-tflops", type=float, default=None)
     p.add_argument("--opts", nargs="*", default=[])
-    p.add_argument("--compile", action="store_true", help="torch.compile the image encoders and heads")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the hot modules as train.compile does (encoders, heads, entity decoder)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="also print the N most expensive GPU kernels and the GPU-busy fraction of a step")
     args = p.parse_args()
@@ -70,8 +72,6 @@ def main() -> None:
     cfg = load_config(preset_path(args.preset), opts)
     torch.manual_seed(0)
     model = create_model(cfg).to(device).train()
-    if args.compile:
-        compile_hot_modules(model)
     te = cfg.model.text_encoder
     text = TextFeatures(model, build_tokenizer(te.name, te.tokenizer), te.max_length, cache=False)
     optimizer = build_optimizer(model, cfg.train, 1e-4)
@@ -89,13 +89,20 @@ def main() -> None:
             model.momentum_update()
 
     with FlopCounterMode(display=False) as counter:
-        step()
+        step()  # counted eagerly: compiled graphs do the same model FLOPs
     flops_per_sample = counter.get_total_flops() / args.batch
-    for _ in range(args.warmup):
+    compile_start = time.perf_counter()
+    if args.compile:
+        compile_hot_modules(model)
+    for i in range(args.warmup):
         step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        print(f"warm-up step {i + 1}: {time.perf_counter() - compile_start:.1f} s", file=sys.stderr, flush=True)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    warmup_s = time.perf_counter() - compile_start
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
@@ -111,7 +118,8 @@ def main() -> None:
                       "image_size": args.image_size, "bf16": bf16, "samples_per_s": rate,
                       "gflops_per_sample": flops_per_sample / 1e9, "peak_tflops": peak,
                       "mfu": flops_per_sample * rate / (peak * 1e12) if peak else None, "peak_mb": memory,
-                      "compile": args.compile, "gpu_busy_fraction": busy, "torch": torch.__version__}), flush=True)
+                      "compile": args.compile, "warmup_s": warmup_s, "gpu_busy_fraction": busy,
+                      "torch": torch.__version__}), flush=True)
 
 
 def profile(step, device: torch.device, top: int) -> float:

@@ -181,7 +181,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda (one GPU per process: cuda:LOCAL_RANK under torchrun/srun)
     dist_backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
     dist_timeout_s: int = 600  # rendezvous and collective timeout: a missing rank fails after this, no hang
-    compile: bool = False  # torch.compile the image encoders and projection heads (BENCHMARKS.md: when it helps)
+    compile: bool = False  # torch.compile the image and text encoders, heads, entity decoder (BENCHMARKS.md: +5 %)
 
 
 @dataclass
