@@ -91,18 +91,18 @@ def main() -> None:
     with FlopCounterMode(display=False) as counter:
         step()  # counted eagerly: compiled graphs do the same model FLOPs
     flops_per_sample = counter.get_total_flops() / args.batch
-    compile_start = time.perf_counter()
+    warmup_start = time.perf_counter()
     if args.compile:
         compile_hot_modules(model)
     for i in range(args.warmup):
         step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        print(f"warm-up step {i + 1}: {time.perf_counter() - compile_start:.1f} s", file=sys.stderr, flush=True)
+        print(f"warm-up step {i + 1}: {time.perf_counter() - warmup_start:.1f} s", file=sys.stderr, flush=True)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    warmup_s = time.perf_counter() - compile_start
+    warmup_s = time.perf_counter() - warmup_start
     start = time.perf_counter()
     for _ in range(args.steps):
         step()

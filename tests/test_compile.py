@@ -1,4 +1,5 @@
-"""``train.compile``: the compiled image encoder, heads, text transformer and entity decoder give the eager outputs."""
+"""``train.compile``: the compiled image encoder, heads, text transformer and entity decoder give the eager
+outputs."""
 
 from __future__ import annotations
 
@@ -11,12 +12,18 @@ from ovseg.engine.compilation import compile_hot_modules
 from ovseg.factory import create_model, preset_path
 
 
-def test_compiled_encoder_and_heads_match_eager():
-    cfg = load_config(preset_path("tiny"), ["model.img_encoder.img_size=32", "model.img_encoder.patch_size=8"])
+def eager_and_compiled(*opts: str):
+    """A tiny 32-px model in eval mode and a compiled copy with the same weights."""
+    cfg = load_config(preset_path("tiny"), ["model.img_encoder.img_size=32", "model.img_encoder.patch_size=8", *opts])
     torch.manual_seed(0)
     eager = create_model(cfg).eval()
     compiled = copy.deepcopy(eager)
     compile_hot_modules(compiled)
+    return eager, compiled
+
+
+def test_compiled_encoder_and_heads_match_eager():
+    eager, compiled = eager_and_compiled()
     assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints unchanged
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -29,12 +36,7 @@ def test_compiled_encoder_and_heads_match_eager():
 def test_compiled_text_side_matches_eager_at_any_caption_length():
     """The text transformer and entity decoder are compiled for dynamic lengths: each new padded length
     must give the eager result (not a stale graph of another length)."""
-    cfg = load_config(preset_path("tiny"), ["model.img_encoder.img_size=32", "model.img_encoder.patch_size=8",
-                                            "model.use_entityloss=true"])
-    torch.manual_seed(0)
-    eager = create_model(cfg).eval()
-    compiled = copy.deepcopy(eager)
-    compile_hot_modules(compiled)
+    eager, compiled = eager_and_compiled("model.use_entityloss=true")
     segments = torch.randn(2, 4, 64)
     with torch.no_grad():
         for length in (7, 12):
