@@ -154,3 +154,15 @@ def test_the_patch_prompt_loss_scores_each_entity_by_its_best_patch(tmp_path):
     torch.testing.assert_close(losses["total"], losses["contrast"] + losses["entity"] + 0.5 * expected)
     with pytest.raises(ConfigError, match="patch_label_weight needs one grouping block"):
         Run(small_cfg(extra=["model.patch_label_weight=1", "model.img_encoder.depths=[1,1]"]), tmp_path / "b")
+
+
+@pytest.mark.parametrize("configured_hard", [True, False])
+def test_the_soft_warm_up_ends_in_the_configured_assignment(configured_hard):
+    from ovseg.factory import create_model
+
+    model = create_model(small_cfg(extra=[f"model.img_encoder.hard_assignment={configured_hard}"]))
+    assign = [m for m in model.modules() if m.__class__.__name__ == "AssignAttention"]
+    trainer_module.set_hard_assignment(model, False)
+    assert not any(m.hard or m.gumbel for m in assign)
+    trainer_module.set_hard_assignment(model, True)  # the warm-up is over
+    assert all(m.hard == m.gumbel == configured_hard for m in assign)

@@ -99,7 +99,9 @@ def build_model(cfg: DictConfig, device: torch.device) -> OVSegmentor:
 
 
 def set_hard_assignment(model: OVSegmentor, hard: bool) -> None:
-    """Switch the grouping between Gumbel hard (the paper) and soft assignment (a warm-up option)."""
+    """Switch the grouping between Gumbel hard (the paper) and soft assignment (a warm-up option).
+    A model configured soft (``img_encoder.hard_assignment: false``) stays soft."""
+    hard = hard and model.cfg.img_encoder.hard_assignment
     for module in model.modules():
         if module.__class__.__name__ == "AssignAttention":
             module.hard = module.gumbel = hard
