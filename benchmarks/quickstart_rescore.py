@@ -20,14 +20,16 @@ from ovseg.quickstart import validated_test_miou
 
 
 def rescore(checkpoint: str, scoring: str, refine: str, thresholds: list[float], top_k: int | None = None,
-            flip: bool | None = None) -> dict:
+            flip: bool | None = None, rotate: bool | None = None) -> dict:
     model, cfg = load_model(checkpoint)
     seg = OmegaConf.merge(cfg.evaluate.seg, {"scoring": scoring, "refine": refine})
     seg.top_k = top_k or seg.top_k
     seg.flip = seg.flip if flip is None else flip
+    seg.rotate = seg.get("rotate", False) if rotate is None else rotate
     start = time.perf_counter()
     test, best, val = validated_test_miou(model, cfg, seg, thresholds)
     return {"checkpoint": checkpoint, "scoring": scoring, "refine": refine, "top_k": seg.top_k, "flip": seg.flip,
+            "rotate": seg.rotate,
             "val_miou": {str(t): round(v, 2) for t, v in val.items()}, "bg_thresh": best,
             "test_miou": round(test, 2), "seconds": round(time.perf_counter() - start, 1)}
 
@@ -40,12 +42,15 @@ def main() -> None:
     p.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3, 0.5])
     p.add_argument("--top-k", type=int, nargs="+", default=[None], help="default: the checkpoint's")
     p.add_argument("--flip", choices=["on", "off"], help="default: the checkpoint's")
+    p.add_argument("--rotate", choices=["on", "off"], help="default: the checkpoint's")
     args = p.parse_args()
     for scoring in args.scoring:
         for refine in args.refine:
             for top_k in args.top_k:
                 flip = None if args.flip is None else args.flip == "on"
-                print(json.dumps(rescore(args.checkpoint, scoring, refine, args.thresholds, top_k, flip)), flush=True)
+                rotate = None if args.rotate is None else args.rotate == "on"
+                print(json.dumps(rescore(args.checkpoint, scoring, refine, args.thresholds, top_k, flip, rotate)),
+                      flush=True)
 
 
 if __name__ == "__main__":

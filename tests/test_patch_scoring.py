@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -148,3 +149,29 @@ def test_flip_averages_the_image_and_its_mirror_image(photos, scoring):
     tensor = prepare_image(image, cfg.short_side, cfg.max_long_side, model.cfg.img_encoder.patch_size)
     sample = Sample(name="a", image=tensor, size=image.shape[:2], label=torch.zeros(image.shape[:2]))
     assert torch.equal(HarnessPredictor(segmenter, names, cfg.bg_thresh)([sample])[0], flipped.labels)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_rotate_averages_the_four_turns_of_each_window(photos, flip):
+    """rotate: each window is also segmented turned by 90, 180 and 270 degrees, its maps turned back; on a
+    square image seen as one window at its own size the class maps are the mean of the turned images' (turned
+    back), with ``flip`` of the turned images and their mirror images; the batched harness agrees."""
+    from ovseg.evaluation.datasets import Sample
+    from ovseg.evaluation.predictor import HarnessPredictor
+    from ovseg.inference.preprocess import prepare_image
+
+    model, image, names = dense_model(), photos["astronaut"][:96, 200:296], ["person", "flag", "sky"]
+    cfg = ovseg.load_config().evaluate.seg
+    cfg.merge_with({"scoring": "patches", "short_side": 96, "crop_size": 96, "stride": 96, "flip": flip})
+    plain = ovseg.Segmenter(model, cfg)
+    views = [torch.rot90(plain.predict(np.rot90(image, k).copy(), names).logits, -k, dims=(-2, -1))
+             for k in range(4)]
+    cfg.rotate = True
+    segmenter = ovseg.Segmenter(model, cfg)
+    turned = segmenter.predict(image, names)
+    assert len(turned.boxes) == 4 * (2 if flip else 1)
+    torch.testing.assert_close(turned.logits, torch.stack(views).mean(0), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(turned.logits, views[0], atol=1e-3)  # the turns do change the scores
+    tensor = prepare_image(image, cfg.short_side, cfg.max_long_side, model.cfg.img_encoder.patch_size)
+    sample = Sample(name="a", image=tensor, size=image.shape[:2], label=torch.zeros(image.shape[:2]))
+    assert torch.equal(HarnessPredictor(segmenter, names, cfg.bg_thresh)([sample])[0], turned.labels)

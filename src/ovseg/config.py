@@ -114,6 +114,7 @@ class SegConfig:
     refine_temperature: float = 0.3  # affinity exp(-|colour difference| / (temperature x local std))
     scoring: str = "groups"  # groups (the original) | patches: every patch as a one-patch segment of its group
     flip: bool = False  # also segment each window mirrored left-right and average (flip test-time augmentation)
+    rotate: bool = False  # also segment each window turned by 90, 180 and 270 degrees (with flip: 8 views)
 
 
 @dataclass

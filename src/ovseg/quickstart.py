@@ -89,21 +89,22 @@ def evaluate_test(model, cfg, result: TrainResult) -> dict:
     report = {"miou": first["miou"], "miou_synonyms": second["miou"], "per_class_iou": first["per_class_iou"],
               "per_class_iou_synonyms": second["per_class_iou"], "val_miou": result.best_val_miou,
               "bg_thresh": thresh, "background": seg.background, "refine": seg.refine, "scoring": seg.scoring,
-              "flip": bool(seg.flip),
+              "flip": bool(seg.flip), "rotate": bool(seg.rotate),
               "test_images": len(test), "held_out_synonyms": dict(zip(class_names(), held_out_names(), strict=True))}
     if seg.refine != "none":  # the same scoring without refinement, for comparison
         plain = OmegaConf.merge(seg, {"refine": "none"})
         report["miou_unrefined"] = evaluate_scenes(model, test, class_names(), [thresh], cfg.data.image_size,
                                                    plain)[thresh]["miou"]
-    if seg.refine != "none" or seg.scoring != "groups" or seg.flip:
+    if seg.refine != "none" or seg.scoring != "groups" or seg.flip or seg.rotate:
         report["miou_paper_harness"], report["paper_harness_bg_thresh"] = paper_harness_miou(model, cfg, test)
     return report
 
 
 def paper_harness_miou(model, cfg, test) -> tuple[float, float]:
-    """Test mIoU with the paper's harness (groups scored, no refinement, no flip), its background threshold
+    """Test mIoU with the paper's harness (groups scored, no refinement, no flip or turns), its background threshold
     chosen on the validation split among ``evaluate.val_bg_thresholds`` as for the preset's own harness."""
-    paper = OmegaConf.merge(cfg.evaluate.seg, {"refine": "none", "scoring": "groups", "flip": False})
+    paper = OmegaConf.merge(cfg.evaluate.seg, {"refine": "none", "scoring": "groups", "flip": False,
+                                                  "rotate": False})
     test_miou, thresh, _ = validated_test_miou(model, cfg, paper, list(cfg.evaluate.val_bg_thresholds), test)
     return test_miou, thresh
 

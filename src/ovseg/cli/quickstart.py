@@ -37,8 +37,10 @@ def harness_note(report: dict) -> str:
     parts = []
     if report.get("scoring", "groups") != "groups":
         parts.append(f"{report['scoring']} scored")
-    if report.get("flip"):
-        parts.append("flip-averaged")
+    averaged = {(True, False): "flip-averaged", (False, True): "rotation-averaged",
+                (True, True): "flip- and rotation-averaged"}.get((bool(report.get("flip")), bool(report.get("rotate"))))
+    if averaged:
+        parts.append(averaged)
     if "miou_unrefined" in report:
         parts.append(f"{report['refine']} refinement; {report['miou_unrefined']:.1f} without")
     if "miou_paper_harness" in report:

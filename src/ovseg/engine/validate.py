@@ -18,7 +18,7 @@ def scene_seg_config(image_size: int, seg: DictConfig | None = None) -> DictConf
     cfg = schema().evaluate.seg
     if seg is not None:
         cfg.merge_with({k: seg[k] for k in ("template", "top_k", "background", "refine", "refine_iterations",
-                                            "refine_temperature", "scoring", "flip")})
+                                            "refine_temperature", "scoring", "flip", "rotate")})
     cfg.merge_with({"dataset": None, "mode": "whole", "short_side": image_size, "max_long_side": image_size,
                     "crop_size": image_size, "stride": image_size})
     return cfg

@@ -13,7 +13,15 @@ import torch
 from ..inference.head import crop_class_table, group_class_scores
 from ..inference.precision import inference_precision
 from ..inference.segmenter import Segmenter
-from ..inference.slide import Box, ImageEncoding, encode_crops, labels_and_scores, slide_boxes
+from ..inference.slide import (
+    Box,
+    ImageEncoding,
+    View,
+    encode_crops,
+    labels_and_scores,
+    slide_boxes,
+    window_views,
+)
 from .datasets import Sample
 
 
@@ -37,31 +45,33 @@ class HarnessPredictor:
 
     def encode(self, samples: list[Sample]) -> list[ImageEncoding]:
         """Encode all windows of ``samples``, ``batch_crops`` same-sized windows per forward pass; with
-        ``flip`` every window once more mirrored (window k + K of an image of K windows)."""
-        flip = bool(self.seg.cfg.flip)
-        boxes = [self.boxes(s) * (2 if flip else 1) for s in samples]
+        ``flip`` / ``rotate`` every window once more per view (window k + v·K of an image of K windows is
+        window k in view v, as ``encode_windows`` orders them)."""
+        views = window_views(bool(self.seg.cfg.flip), bool(self.seg.cfg.rotate))
+        boxes = [self.boxes(s) * len(views) for s in samples]
         images = [s.image.to(self.seg.device, non_blocking=True) for s in samples]
-        by_shape: dict[tuple[int, int, bool], list[tuple[int, int]]] = defaultdict(list)
+        by_shape: dict[tuple[int, int, View], list[tuple[int, int]]] = defaultdict(list)
         for i, image_boxes in enumerate(boxes):
+            per_view = len(image_boxes) // len(views)
             for k, (y1, y2, x1, x2) in enumerate(image_boxes):
-                by_shape[(y2 - y1, x2 - x1, flip and k >= len(image_boxes) // 2)].append((i, k))
+                by_shape[(y2 - y1, x2 - x1, views[k // per_view])].append((i, k))
         parts: dict[tuple[int, int], tuple] = {}
         grids: dict[tuple[int, int], tuple[int, int]] = {}
         batch = self.seg.cfg.batch_crops
-        for (*_, mirrored), jobs in by_shape.items():
+        for (*_, view), jobs in by_shape.items():
             for start in range(0, len(jobs), batch):
                 chunk = jobs[start : start + batch]
-                out = self._encode_crops([_crop(images[i], boxes[i][k]) for i, k in chunk], mirrored)
+                out = self._encode_crops([_crop(images[i], boxes[i][k]) for i, k in chunk], view)
                 for j, key in enumerate(chunk):
                     parts[key] = tuple(None if t is None else t[j] for t in out[:5])
                     grids[key] = out[5]
         return [_assemble(s, boxes[i], [parts[(i, k)] for k in range(len(boxes[i]))], grids[(i, 0)])
                 for i, s in enumerate(samples)]
 
-    def _encode_crops(self, crops: list[torch.Tensor], mirrored: bool = False) -> tuple:
+    def _encode_crops(self, crops: list[torch.Tensor], view: View = (0, False)) -> tuple:
         """``inference.slide.encode_crops`` at the segmenter's precision."""
         with inference_precision(self.seg.cfg.precision, self.seg.device):
-            return encode_crops(self.seg.model, torch.cat(crops), self.seg.cfg.scoring == "patches", mirrored)
+            return encode_crops(self.seg.model, torch.cat(crops), self.seg.cfg.scoring == "patches", view)
 
     def labels(self, enc: ImageEncoding, size: tuple[int, int]) -> torch.Tensor:
         """As ``Segmenter.predict`` does after encoding: group→class table, average, resize, argmax."""

@@ -105,7 +105,7 @@ class Segmenter:
         """(window encodings, original (H, W), RGB array); the last image is cached."""
         per_patch = self.cfg.scoring == "patches"
         key = _image_key(image)
-        key = None if key is None else (key, bool(self.cfg.flip))
+        key = None if key is None else (key, bool(self.cfg.flip), bool(self.cfg.rotate))
         if key is not None and key == self._image_key and self._image is not None \
                 and (self._image[0].patch_emb is not None or not per_patch):  # patches also serve groups
             return self._image
@@ -114,7 +114,7 @@ class Segmenter:
         tensor = prepare_image(rgb, c.short_side, c.max_long_side, self.model.cfg.img_encoder.patch_size)
         with inference_precision(c.precision, self.device):
             enc = encode_windows(self.model, tensor.to(self.device), c.crop_size, c.stride, c.mode, c.batch_crops,
-                                 per_patch, bool(c.flip))
+                                 per_patch, bool(c.flip), bool(c.rotate))
         self._image_key, self._image = key, (enc, rgb.shape[:2], rgb)
         return self._image
 

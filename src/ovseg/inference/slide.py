@@ -63,44 +63,66 @@ def group_maps_from_soft(soft: torch.Tensor, grid: tuple[int, int], size: tuple[
     return up.max(dim=1).indices.to(torch.uint8)
 
 
+View = tuple[int, bool]  # (quarter turns counter-clockwise, then mirrored left-right)
+
+
+def window_views(flip: bool = False, rotate: bool = False) -> list[View]:
+    """The orientations every window is segmented in (test-time augmentation), the window as it is first."""
+    return [(turns, mirrored) for turns in (range(4) if rotate else (0,))
+            for mirrored in ((False, True) if flip else (False,))]
+
+
 @torch.no_grad()
 def encode_windows(model: OVSegmentor, image: torch.Tensor, crop: int = 448, stride: int = 224,
-                   mode: str = "slide", batch: int = 8, per_patch: bool = False, flip: bool = False) -> ImageEncoding:
+                   mode: str = "slide", batch: int = 8, per_patch: bool = False, flip: bool = False,
+                   rotate: bool = False) -> ImageEncoding:
     """image (1, 3, H, W) normalised -> ImageEncoding. ``mode='whole'`` encodes the image as one window;
-    ``per_patch`` also keeps every patch as a one-patch segment (``patch_emb``); ``flip`` also encodes every
-    window mirrored left-right and adds it, its maps mirrored back, as one more window over the same pixels
-    (flip test-time augmentation: the averaging then mixes both orientations equally)."""
+    ``per_patch`` also keeps every patch as a one-patch segment (``patch_emb``); ``flip`` / ``rotate`` also
+    encode every window mirrored left-right / turned by 90, 180 and 270 degrees and add each view, its maps
+    turned back, as one more window over the same pixels (test-time augmentation: the averaging then mixes
+    the views equally). Windows of view v are windows v·K … v·K + K − 1 of K."""
     height, width = image.shape[-2:]
     boxes = slide_boxes(height, width, crop, stride) if mode == "slide" else [(0, height, 0, width)]
+    views = window_views(flip, rotate)
     parts, grid = [], (0, 0)
-    for mirrored in (False, True) if flip else (False,):
+    for view in views:
         for start in range(0, len(boxes), batch):
             crops = torch.cat([image[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes[start : start + batch]])
-            *part, grid = encode_crops(model, crops, per_patch, mirrored)
+            *part, grid = encode_crops(model, crops, per_patch, view)
             parts.append(part)
     soft, maps, groups, pooled, patches = (None if t[0] is None else torch.cat(t) for t in zip(*parts, strict=True))
-    return ImageEncoding(size=(height, width), boxes=boxes * (2 if flip else 1), grid=grid, soft=soft,
+    return ImageEncoding(size=(height, width), boxes=boxes * len(views), grid=grid, soft=soft,
                          group_maps=maps, group_emb=groups, image_emb=pooled, image=image[0], patch_emb=patches)
 
 
-def encode_crops(model: OVSegmentor, crops: torch.Tensor, per_patch: bool = False, mirrored: bool = False
+def encode_crops(model: OVSegmentor, crops: torch.Tensor, per_patch: bool = False, view: View = (0, False)
                  ) -> tuple:
     """Same-sized windows (n, 3, h, w) -> (soft, group maps, group_emb, image_emb, patch_emb or None, grid),
-    as ``ImageEncoding`` holds them. ``mirrored``: encode the windows mirrored left-right and mirror their
-    maps back, so that they line up with the windows' own pixels."""
-    out = model.encode_image(crops.flip(-1) if mirrored else crops, per_patch=per_patch)
-    soft, patches = out.assignments[-1].soft, out.patch_feat
-    if mirrored:
-        soft = mirror_patch_grid(soft, out.grid, dim=3)  # (n, 1, G, h·w)
-        patches = None if patches is None else mirror_patch_grid(patches, out.grid, dim=1)  # (n, h·w, D)
-    return (soft, group_maps_from_soft(soft.float(), out.grid, tuple(crops.shape[-2:])),
+    as ``ImageEncoding`` holds them. ``view``: encode the windows turned and/or mirrored and turn their maps
+    back, so that they line up with the windows' own pixels."""
+    turns, mirrored = view
+    shown = torch.rot90(crops, turns, dims=(-2, -1)) if turns else crops
+    out = model.encode_image(shown.flip(-1) if mirrored else shown, per_patch=per_patch)
+    soft, patches, grid = out.assignments[-1].soft, out.patch_feat, out.grid
+    if turns or mirrored:
+        soft = orient_patch_grid_back(soft, grid, 3, view)  # (n, 1, G, h·w)
+        patches = None if patches is None else orient_patch_grid_back(patches, grid, 1, view)  # (n, h·w, D)
+        grid = (grid[1], grid[0]) if turns % 2 else grid
+    return (soft, group_maps_from_soft(soft.float(), grid, tuple(crops.shape[-2:])),
             F.normalize(out.image_feat.float(), dim=-1), F.normalize(out.image_x.float(), dim=-1),
-            None if patches is None else F.normalize(patches.float(), dim=-1), out.grid)
+            None if patches is None else F.normalize(patches.float(), dim=-1), grid)
 
 
-def mirror_patch_grid(x: torch.Tensor, grid: tuple[int, int], dim: int) -> torch.Tensor:
-    """x with a row-major patch axis ``dim`` (h·w entries) -> the patches mirrored left-right."""
-    return x.unflatten(dim, grid).flip(dim + 1).flatten(dim, dim + 1)
+def orient_patch_grid_back(x: torch.Tensor, grid: tuple[int, int], dim: int, view: View) -> torch.Tensor:
+    """x with a row-major patch axis ``dim`` over the (h, w) ``grid`` of a window shown in ``view`` -> the
+    patches of the window as it is (mirroring undone, then the turns)."""
+    turns, mirrored = view
+    patches = x.unflatten(dim, grid)
+    if mirrored:
+        patches = patches.flip(dim + 1)
+    if turns:
+        patches = torch.rot90(patches, -turns, dims=(dim, dim + 1))
+    return patches.flatten(dim, dim + 1)
 
 
 def average_window_logits(enc: ImageEncoding, tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
