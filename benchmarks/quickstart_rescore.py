@@ -25,7 +25,7 @@ def rescore(checkpoint: str, scoring: str, refine: str, thresholds: list[float],
     seg = OmegaConf.merge(cfg.evaluate.seg, {"scoring": scoring, "refine": refine})
     seg.top_k = top_k or seg.top_k
     seg.flip = seg.flip if flip is None else flip
-    seg.rotate = seg.get("rotate", False) if rotate is None else rotate
+    seg.rotate = seg.rotate if rotate is None else rotate
     start = time.perf_counter()
     test, best, val = validated_test_miou(model, cfg, seg, thresholds)
     return {"checkpoint": checkpoint, "scoring": scoring, "refine": refine, "top_k": seg.top_k, "flip": seg.flip,

@@ -37,10 +37,9 @@ def harness_note(report: dict) -> str:
     parts = []
     if report.get("scoring", "groups") != "groups":
         parts.append(f"{report['scoring']} scored")
-    averaged = {(True, False): "flip-averaged", (False, True): "rotation-averaged",
-                (True, True): "flip- and rotation-averaged"}.get((bool(report.get("flip")), bool(report.get("rotate"))))
-    if averaged:
-        parts.append(averaged)
+    views = [name for key, name in (("flip", "flip"), ("rotate", "rotation")) if report.get(key)]
+    if views:
+        parts.append("- and ".join(views) + "-averaged")
     if "miou_unrefined" in report:
         parts.append(f"{report['refine']} refinement; {report['miou_unrefined']:.1f} without")
     if "miou_paper_harness" in report:
