@@ -1,0 +1,150 @@
+"""How far could the quickstart's recognizer get with full labels? A supervised upper bound.
+
+At test time the quickstart scores every patch by its own conv-stem features (``segment_values: stem``,
+``scoring: patches``), so what the stem learns to recognise in the CPU budget bounds the zero-shot result.
+This script trains the preset's conv stem (same widths, extra convolutions, batch, learning-rate schedule and
+training scenes) with the ground-truth masks that the quickstart never sees: every patch gets a linear
+classifier over background + the ten categories and a cross-entropy against its pixels' label distribution.
+It then scores the test scenes as the quickstart does (patch maps resized bilinearly, averaged over the
+mirrored and turned views, optionally refined along colour edges) and prints one JSON line.
+
+    python benchmarks/quickstart_supervised_bound.py --steps 480            # the preset's stage-1 samples
+    python benchmarks/quickstart_supervised_bound.py --steps 960 --seed 1
+    python benchmarks/quickstart_supervised_bound.py --opts model.img_encoder.stem_extra_convs=4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ovseg.config import load_config
+from ovseg.data.scenes.dataset import CaptionedScenes, class_names
+from ovseg.engine.optim import build_optimizer, lr_at, scaled_lrs, set_lr
+from ovseg.evaluation.metrics import ConfusionMatrix
+from ovseg.factory import preset_path
+from ovseg.inference.preprocess import normalize
+from ovseg.inference.refine import refine_masks
+from ovseg.inference.slide import orient_patch_grid_back, window_views
+from ovseg.model.vision import conv_stem
+
+
+class PatchClassifier(nn.Module):
+    """The preset's conv stem + LayerNorm + a linear layer over background and the categories, per patch."""
+
+    def __init__(self, cfg, num_classes: int):
+        super().__init__()
+        enc = cfg.model.img_encoder
+        self.stem = conv_stem(enc.patch_size, 3, enc.embed_dim, False, enc.stem_extra_convs)
+        self.head = nn.Sequential(nn.LayerNorm(enc.embed_dim), nn.Linear(enc.embed_dim, num_classes))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(B, 3, H, W) -> (B, h·w, classes) logits and the patch grid."""
+        tokens, grid = self.stem(images)
+        return self.head(tokens), grid
+
+
+def train(model: PatchClassifier, cfg, steps: int, seed: int, num_classes: int) -> float:
+    """``steps`` batches of the preset's training scenes, each patch against its pixels' label distribution;
+    returns the seconds spent."""
+    data, tr = cfg.data, cfg.train
+    scenes = CaptionedScenes("train", data.scenes.train_size, data.image_size, seed=seed,
+                             clutter=data.scenes.clutter, background_pool=data.scenes.background_pool)
+    batch = data.batch_size
+    per_epoch = len(scenes) // batch
+    base_lr, warmup_lr, min_lr = scaled_lrs(tr, batch)
+    opt = build_optimizer(model, tr, base_lr)  # the trainer's AdamW, weight-decay groups and schedule
+    order = torch.Generator().manual_seed(seed)
+    patch, start = cfg.model.img_encoder.patch_size, time.perf_counter()
+    model.train()
+    for step in range(steps):
+        epoch, k = divmod(step, per_epoch)
+        if k == 0:
+            scenes.set_epoch(epoch)
+            perm = torch.randperm(len(scenes), generator=order).tolist()
+        rendered = [scenes.render(i) for i in perm[k * batch : (k + 1) * batch]]
+        images = torch.stack([_normalised(img) for img, _ in rendered])
+        labels = torch.stack([torch.from_numpy(lab.astype("int64")) for _, lab in rendered])
+        target = F.avg_pool2d(F.one_hot(labels, num_classes).permute(0, 3, 1, 2).float(), patch)  # (B, C, h, w)
+        logits, _ = model(images)
+        loss = -(target.flatten(2).transpose(1, 2) * logits.log_softmax(-1)).sum(-1).mean()
+        set_lr(opt, lr_at(step, steps, round(per_epoch * tr.warmup_epochs), base_lr, warmup_lr, min_lr))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % 40 == 0:
+            print(f"step {step + 1}/{steps} loss {loss.item():.3f} {time.perf_counter() - start:.0f} s", flush=True)
+    return time.perf_counter() - start
+
+
+def _normalised(image) -> torch.Tensor:
+    return normalize(torch.from_numpy(image).permute(2, 0, 1).float())
+
+
+@torch.no_grad()
+def class_probabilities(model: PatchClassifier, image: torch.Tensor, flip: bool, rotate: bool) -> torch.Tensor:
+    """(3, H, W) -> (classes, H, W): patch probabilities averaged over the views, resized bilinearly."""
+    probs = []
+    for view in window_views(flip, rotate):
+        turns, mirrored = view
+        shown = torch.rot90(image, turns, dims=(-2, -1)) if turns else image
+        logits, grid = model((shown.flip(-1) if mirrored else shown).unsqueeze(0))
+        back = orient_patch_grid_back(logits.softmax(-1), grid, 1, view)
+        grid = (grid[1], grid[0]) if turns % 2 else grid
+        probs.append(back[0].t().reshape(-1, *grid))
+    mean = torch.stack(probs).mean(0)
+    return F.interpolate(mean[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
+
+
+def evaluate(model: PatchClassifier, cfg, split: str, images: int, flip: bool, rotate: bool) -> dict:
+    scenes = CaptionedScenes(split, images, cfg.data.image_size, clutter=cfg.data.scenes.clutter)
+    seg, k = cfg.evaluate.seg, len(class_names()) + 1
+    plain, refined = ConfusionMatrix(k), ConfusionMatrix(k)
+    model.eval()
+    for i in range(images):
+        image, labels = scenes.render(i)
+        x, gt = _normalised(image), torch.from_numpy(labels.astype("int64"))
+        probs = class_probabilities(model, x, flip, rotate)
+        plain.update(probs.argmax(0), gt)
+        better = refine_masks(x, probs, int(seg.refine_iterations), temperature=float(seg.refine_temperature))
+        refined.update(better.argmax(0), gt)
+    names = ["background", *class_names()]
+    scores = refined.scores()
+    return {"miou_refined": 100 * scores.miou, "miou_unrefined": 100 * plain.scores().miou,
+            "per_class_iou_refined": {n: round(100 * float(v), 1) for n, v in zip(names, scores.iou, strict=True)}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cfg", default=str(preset_path("quickstart/stage1.yml")), help="the preset to mirror")
+    ap.add_argument("--steps", type=int, default=480, help="training steps (the preset's stage 1: 480)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="test", choices=["val", "test"])
+    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--flip", choices=["on", "off"], default="on")
+    ap.add_argument("--rotate", choices=["on", "off"], default="on")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--opts", nargs="*", default=[], help="key=value changes to the preset "
+                    "(model.img_encoder.stem_extra_convs, model.img_encoder.embed_dim, train.base_lr, ...)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.cfg, args.opts)
+    torch.manual_seed(args.seed)
+    k = len(class_names()) + 1
+    model = PatchClassifier(cfg, k)
+    seconds = train(model, cfg, args.steps, args.seed, k)
+    result = evaluate(model, cfg, args.split, args.images, args.flip == "on", args.rotate == "on")
+    print(json.dumps({"steps": args.steps, "samples": args.steps * cfg.data.batch_size, "seed": args.seed,
+                      "split": args.split, "flip": args.flip, "rotate": args.rotate,
+                      "train_seconds": round(seconds, 1), "opts": args.opts, **result,
+                      "parameters": sum(p.numel() for p in model.parameters())}))
+
+
+if __name__ == "__main__":
+    main()
