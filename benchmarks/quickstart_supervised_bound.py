@@ -6,7 +6,7 @@ This script trains the preset's conv stem (same widths, extra convolutions, batc
 training scenes) with the ground-truth masks that the quickstart never sees: every patch gets a linear
 classifier over background + the ten categories and a cross-entropy against its pixels' label distribution.
 It then scores the test scenes as the quickstart does (patch maps resized bilinearly, averaged over the
-mirrored and turned views, optionally refined along colour edges) and prints one JSON line.
+mirrored and turned views; with and without refinement along colour edges) and prints one JSON line.
 
     python benchmarks/quickstart_supervised_bound.py --steps 480            # the preset's stage-1 samples
     python benchmarks/quickstart_supervised_bound.py --steps 960 --seed 1
@@ -24,13 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovseg.config import load_config
-from ovseg.data.scenes.dataset import CaptionedScenes, class_names
+from ovseg.data.scenes.dataset import CaptionedScenes, class_names, to_model_input
 from ovseg.engine.optim import build_optimizer, lr_at, scaled_lrs, set_lr
 from ovseg.evaluation.metrics import ConfusionMatrix
 from ovseg.factory import preset_path
-from ovseg.inference.preprocess import normalize
 from ovseg.inference.refine import refine_masks
-from ovseg.inference.slide import orient_patch_grid_back, window_views
+from ovseg.inference.slide import grid_back, orient_patch_grid_back, show_in_view, window_views
 from ovseg.model.vision import conv_stem
 
 
@@ -68,7 +67,7 @@ def train(model: PatchClassifier, cfg, steps: int, seed: int, num_classes: int) 
             scenes.set_epoch(epoch)
             perm = torch.randperm(len(scenes), generator=order).tolist()
         rendered = [scenes.render(i) for i in perm[k * batch : (k + 1) * batch]]
-        images = torch.stack([_normalised(img) for img, _ in rendered])
+        images = torch.stack([to_model_input(img) for img, _ in rendered])
         labels = torch.stack([torch.from_numpy(lab.astype("int64")) for _, lab in rendered])
         target = F.avg_pool2d(F.one_hot(labels, num_classes).permute(0, 3, 1, 2).float(), patch)  # (B, C, h, w)
         logits, _ = model(images)
@@ -82,21 +81,14 @@ def train(model: PatchClassifier, cfg, steps: int, seed: int, num_classes: int) 
     return time.perf_counter() - start
 
 
-def _normalised(image) -> torch.Tensor:
-    return normalize(torch.from_numpy(image).permute(2, 0, 1).float())
-
-
 @torch.no_grad()
 def class_probabilities(model: PatchClassifier, image: torch.Tensor, flip: bool, rotate: bool) -> torch.Tensor:
     """(3, H, W) -> (classes, H, W): patch probabilities averaged over the views, resized bilinearly."""
     probs = []
     for view in window_views(flip, rotate):
-        turns, mirrored = view
-        shown = torch.rot90(image, turns, dims=(-2, -1)) if turns else image
-        logits, grid = model((shown.flip(-1) if mirrored else shown).unsqueeze(0))
+        logits, grid = model(show_in_view(image, view).unsqueeze(0))
         back = orient_patch_grid_back(logits.softmax(-1), grid, 1, view)
-        grid = (grid[1], grid[0]) if turns % 2 else grid
-        probs.append(back[0].t().reshape(-1, *grid))
+        probs.append(back[0].t().reshape(-1, *grid_back(grid, view)))
     mean = torch.stack(probs).mean(0)
     return F.interpolate(mean[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
 
@@ -108,7 +100,7 @@ def evaluate(model: PatchClassifier, cfg, split: str, images: int, flip: bool, r
     model.eval()
     for i in range(images):
         image, labels = scenes.render(i)
-        x, gt = _normalised(image), torch.from_numpy(labels.astype("int64"))
+        x, gt = to_model_input(image), torch.from_numpy(labels.astype("int64"))
         probs = class_probabilities(model, x, flip, rotate)
         plain.update(probs.argmax(0), gt)
         better = refine_masks(x, probs, int(seg.refine_iterations), temperature=float(seg.refine_temperature))

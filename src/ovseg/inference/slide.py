@@ -100,17 +100,27 @@ def encode_crops(model: OVSegmentor, crops: torch.Tensor, per_patch: bool = Fals
     """Same-sized windows (n, 3, h, w) -> (soft, group maps, group_emb, image_emb, patch_emb or None, grid),
     as ``ImageEncoding`` holds them. ``view``: encode the windows turned and/or mirrored and turn their maps
     back, so that they line up with the windows' own pixels."""
-    turns, mirrored = view
-    shown = torch.rot90(crops, turns, dims=(-2, -1)) if turns else crops
-    out = model.encode_image(shown.flip(-1) if mirrored else shown, per_patch=per_patch)
+    out = model.encode_image(show_in_view(crops, view), per_patch=per_patch)
     soft, patches, grid = out.assignments[-1].soft, out.patch_feat, out.grid
-    if turns or mirrored:
+    if view != (0, False):
         soft = orient_patch_grid_back(soft, grid, 3, view)  # (n, 1, G, h·w)
         patches = None if patches is None else orient_patch_grid_back(patches, grid, 1, view)  # (n, h·w, D)
-        grid = (grid[1], grid[0]) if turns % 2 else grid
+        grid = grid_back(grid, view)
     return (soft, group_maps_from_soft(soft.float(), grid, tuple(crops.shape[-2:])),
             F.normalize(out.image_feat.float(), dim=-1), F.normalize(out.image_x.float(), dim=-1),
             None if patches is None else F.normalize(patches.float(), dim=-1), grid)
+
+
+def show_in_view(images: torch.Tensor, view: View) -> torch.Tensor:
+    """Images (…, h, w) as ``view`` shows them: turned counter-clockwise, then mirrored left-right."""
+    turns, mirrored = view
+    shown = torch.rot90(images, turns, dims=(-2, -1)) if turns else images
+    return shown.flip(-1) if mirrored else shown
+
+
+def grid_back(grid: tuple[int, int], view: View) -> tuple[int, int]:
+    """The (h, w) patch grid of the window itself, from the grid of its ``view``."""
+    return (grid[1], grid[0]) if view[0] % 2 else grid
 
 
 def orient_patch_grid_back(x: torch.Tensor, grid: tuple[int, int], dim: int, view: View) -> torch.Tensor:

@@ -200,6 +200,11 @@ def _paint(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], np
     image[ys, xs] = np.asarray(colour, np.float32) * shade + np_rng.standard_normal((len(ys), 3), dtype=np.float32) * 7
 
 
+def to_model_input(image: np.ndarray) -> torch.Tensor:
+    """A rendered (S, S, 3) uint8 scene -> the (3, S, S) normalised float tensor the models take."""
+    return normalize(torch.from_numpy(image).permute(2, 0, 1).float())
+
+
 class CaptionedScenes(torch.utils.data.Dataset):
     """``split`` 'train' (a pool of ``size`` captions, layouts re-drawn per epoch), 'val' or 'test'.
 
@@ -243,12 +248,12 @@ class CaptionedScenes(torch.utils.data.Dataset):
         """Scene ``index`` in an independent layout (stage 2's cross image)."""
         rng = random.Random(f"{self.seed}/partner/{index}/{self.epoch}")
         image, _ = render(self.scenes[index], self.image_size, rng, self.clutter, self.backgrounds)
-        return normalize(torch.from_numpy(image).permute(2, 0, 1).float())
+        return to_model_input(image)
 
     def __getitem__(self, index: int) -> dict:
         image, labels = self.render(index)
         scene = self.scenes[index]
-        item = {"image": normalize(torch.from_numpy(image).permute(2, 0, 1).float()), "caption": scene.caption,
+        item = {"image": to_model_input(image), "caption": scene.caption,
                 "entities": scene.entities, "index": index}
         if self.split != "train":
             item["labels"] = torch.from_numpy(labels.astype(np.int64))
