@@ -7,7 +7,12 @@ torch.utils.flop_counter over one full step (forward + backward); MFU = FLOPs/sa
 with the peak stated in the output (H100 SXM dense bf16: 989.4 TFLOP/s; pass --peak-tflops otherwise).
 
     python benchmarks/bench_train.py --device cuda --stage 1 --batch 128
-    python benchmarks/bench_train.py --device cpu --preset quickstart/stage1 --batch 128 --image-size 64
+    python benchmarks/bench_train.py --device cpu --preset quickstart/stage1 --batch 128 --image-size 64 \
+        --text-cache --precision fp32 bf16-stem --steps 20
+
+Several ``--precision`` values alternate step by step (one JSON line each), so that a machine whose speed
+drifts compares them fairly. ``--text-cache`` caches a frozen text encoder's features as the trainer does
+(the quickstart's MiniLM), instead of running it every step.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from ovseg.engine.compilation import compile_hot_modules
 from ovseg.engine.optim import build_optimizer
 from ovseg.engine.task import compute_losses
 from ovseg.engine.text_features import TextFeatures
+from ovseg.engine.trainer import autocast_dtype, stem_dtype
 from ovseg.factory import create_model, preset_path
 from ovseg.model.text import build_tokenizer
+from ovseg.model.vision import stem_precision
 
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 
@@ -58,7 +65,10 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="auto")
+    p.add_argument("--precision", nargs="+", choices=["fp32", "bf16", "bf16-stem", "auto"], default=["auto"],
+                   help="train.amp's modes; several alternate step by step")
+    p.add_argument("--text-cache", action="store_true",
+                   help="cache the frozen text encoder's features as the trainer does (quickstart presets)")
     p.add_argument("--peak-tflops", type=float, default=None)
     p.add_argument("--opts", nargs="*", default=[])
     p.add_argument("--compile", action="store_true",
@@ -73,13 +83,19 @@ def main() -> None:
     torch.manual_seed(0)
     model = create_model(cfg).to(device).train()
     te = cfg.model.text_encoder
-    text = TextFeatures(model, build_tokenizer(te.name, te.tokenizer), te.max_length, cache=False)
+    cache = args.text_cache and te.fixed
+    text = TextFeatures(model, build_tokenizer(te.name, te.tokenizer), te.max_length, cache=cache,
+                        cache_dtype=torch.bfloat16 if cache and cfg.train.text_cache_bf16 else None)
     optimizer = build_optimizer(model, cfg.train, 1e-4)
     batch = batch_of(cfg, args.batch, args.image_size, device, args.stage)
-    bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
+    encoders = [m for m in (model.img_encoder, getattr(model, "img_encoder_momentum", None)) if m is not None]
+    modes = {name: (autocast_dtype(name, device), stem_dtype(name, device)) for name in args.precision}
+    first = args.precision[0]
 
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+    def step(mode: str = first) -> None:
+        amp, stem = modes[mode]
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None), \
+                stem_precision(encoders, stem):
             losses = compute_losses(model, batch, text, cfg.model)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -88,6 +104,8 @@ def main() -> None:
         if cfg.model.use_maskloss:
             model.momentum_update()
 
+    if cache:
+        step()  # fills the text cache, so that the frozen encoder's passes are not counted
     with FlopCounterMode(display=False) as counter:
         step()  # counted eagerly: compiled graphs do the same model FLOPs
     flops_per_sample = counter.get_total_flops() / args.batch
@@ -95,7 +113,8 @@ def main() -> None:
     if args.compile:
         compile_hot_modules(model)
     for i in range(args.warmup):
-        step()
+        for mode in modes:
+            step(mode)
         if device.type == "cuda":
             torch.cuda.synchronize()
         print(f"warm-up step {i + 1}: {time.perf_counter() - warmup_start:.1f} s", file=sys.stderr, flush=True)
@@ -103,23 +122,45 @@ def main() -> None:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     warmup_s = time.perf_counter() - warmup_start
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    rate = args.steps * args.batch / (time.perf_counter() - start)
+    seconds = timed_steps(step, list(modes), args.steps, device)
     busy = profile(step, device, args.profile) if args.profile and device.type == "cuda" else None
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
     memory = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print(json.dumps({"device": name, "preset": args.preset, "stage": args.stage, "batch": args.batch,
-                      "image_size": args.image_size, "bf16": bf16, "samples_per_s": rate,
-                      "gflops_per_sample": flops_per_sample / 1e9, "peak_tflops": peak,
-                      "mfu": flops_per_sample * rate / (peak * 1e12) if peak else None, "peak_mb": memory,
-                      "compile": args.compile, "warmup_s": warmup_s, "gpu_busy_fraction": busy,
-                      "torch": torch.__version__}), flush=True)
+    for mode, total in seconds.items():
+        rate = args.steps * args.batch / total
+        print(json.dumps({"device": name, "preset": args.preset, "stage": args.stage, "batch": args.batch,
+                          "image_size": args.image_size, "precision": mode, "alternated": len(modes) > 1,
+                          "text_cache": cache, "samples_per_s": rate,
+                          "gflops_per_sample": flops_per_sample / 1e9, "peak_tflops": peak,
+                          "mfu": flops_per_sample * rate / (peak * 1e12) if peak else None, "peak_mb": memory,
+                          "compile": args.compile, "warmup_s": warmup_s, "gpu_busy_fraction": busy,
+                          "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
+
+
+def timed_steps(step, modes: list[str], steps: int, device: torch.device) -> dict[str, float]:
+    """Seconds per mode for ``steps`` steps each. One mode: timed as a whole (no synchronisation between
+    steps); several: alternated step by step, each step timed alone."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    seconds = dict.fromkeys(modes, 0.0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        for mode in modes:
+            if len(modes) > 1:
+                sync()
+                start = time.perf_counter()
+            step(mode)
+            if len(modes) > 1:
+                sync()
+                seconds[mode] += time.perf_counter() - start
+    if len(modes) == 1:
+        sync()
+        seconds[modes[0]] = time.perf_counter() - start
+    return seconds
 
 
 def profile(step, device: torch.device, top: int) -> float:

@@ -11,6 +11,7 @@ mirrored and turned views; with and without refinement along colour edges) and p
     python benchmarks/quickstart_supervised_bound.py --steps 480            # the preset's stage-1 samples
     python benchmarks/quickstart_supervised_bound.py --steps 960 --seed 1
     python benchmarks/quickstart_supervised_bound.py --opts model.img_encoder.stem_extra_convs=4
+    python benchmarks/quickstart_supervised_bound.py --opts train.amp=bf16-stem      # the stem trained in bf16
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch import nn
 from ovseg.config import load_config
 from ovseg.data.scenes.dataset import CaptionedScenes, class_names, to_model_input
 from ovseg.engine.optim import build_optimizer, lr_at, scaled_lrs, set_lr
+from ovseg.engine.trainer import stem_dtype
 from ovseg.evaluation.metrics import ConfusionMatrix
 from ovseg.factory import preset_path
 from ovseg.inference.refine import refine_masks
@@ -41,11 +43,14 @@ class PatchClassifier(nn.Module):
         enc = cfg.model.img_encoder
         self.stem = conv_stem(enc.patch_size, 3, enc.embed_dim, False, enc.stem_extra_convs)
         self.head = nn.Sequential(nn.LayerNorm(enc.embed_dim), nn.Linear(enc.embed_dim, num_classes))
+        self.stem_dtype = stem_dtype(cfg.train.amp, torch.device("cpu"))  # the preset's train.amp, in training
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """(B, 3, H, W) -> (B, h·w, classes) logits and the patch grid."""
-        tokens, grid = self.stem(images)
-        return self.head(tokens), grid
+        low = self.stem_dtype is not None and self.training
+        with torch.autocast("cpu", dtype=self.stem_dtype or torch.bfloat16, enabled=low):
+            tokens, grid = self.stem(images)
+        return self.head(tokens.float()), grid
 
 
 def train(model: PatchClassifier, cfg, steps: int, seed: int, num_classes: int) -> float:
@@ -133,7 +138,7 @@ def main() -> None:
     seconds = train(model, cfg, args.steps, args.seed, k)
     result = evaluate(model, cfg, args.split, args.images, args.flip == "on", args.rotate == "on")
     print(json.dumps({"steps": args.steps, "samples": args.steps * cfg.data.batch_size, "seed": args.seed,
-                      "split": args.split, "flip": args.flip, "rotate": args.rotate,
+                      "split": args.split, "flip": args.flip, "rotate": args.rotate, "amp": cfg.train.amp,
                       "train_seconds": round(seconds, 1), "opts": args.opts, **result,
                       "parameters": sum(p.numel() for p in model.parameters())}))
 

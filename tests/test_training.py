@@ -166,3 +166,58 @@ def test_the_soft_warm_up_ends_in_the_configured_assignment(configured_hard):
     assert not any(m.hard or m.gumbel for m in assign)
     trainer_module.set_hard_assignment(model, True)  # the warm-up is over
     assert all(m.hard == m.gumbel == configured_hard for m in assign)
+
+
+def test_stem_precision_runs_only_the_stem_in_bf16_and_restores_it():
+    from ovseg.factory import create_model
+    from ovseg.model.vision import stem_precision
+
+    torch.manual_seed(0)
+    encoder = create_model(small_cfg()).eval().img_encoder
+    dtypes = {}
+    encoder.patch_embed.proj.register_forward_hook(lambda m, i, o: dtypes.__setitem__("stem", o.dtype))
+    encoder.layers[0].blocks[0].register_forward_pre_hook(lambda m, i: dtypes.__setitem__("block", i[0].dtype))
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        reference, _ = encoder.embed_patches(images)
+        with stem_precision([encoder], torch.bfloat16):
+            fast, _ = encoder.embed_patches(images)
+            encoder(images)
+        assert dtypes == {"stem": torch.bfloat16, "block": torch.float32}
+        assert fast.dtype == torch.float32 and encoder.stem_dtype is None
+        error = (fast - reference).norm() / reference.norm()
+        assert 0 < error < 0.01  # bf16 rounding (measured 0.003)
+        with pytest.raises(RuntimeError), stem_precision([encoder], torch.bfloat16):
+            raise RuntimeError
+        assert encoder.stem_dtype is None
+        encoder(images)
+    assert dtypes["stem"] == torch.float32
+
+
+def test_bf16_stem_needs_native_bf16_and_unknown_modes_are_refused(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(trainer_module, "cpu_has_amx", lambda: False)  # bf16 would be emulated: slower
+    assert trainer_module.stem_dtype("bf16-stem", cpu) is None
+    assert trainer_module.stem_dtype("bf16-stem", torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(trainer_module, "cpu_has_amx", lambda: True)
+    assert trainer_module.stem_dtype("bf16-stem", cpu) == torch.bfloat16
+    assert trainer_module.stem_dtype("fp32", cpu) is None
+    assert trainer_module.autocast_dtype("bf16-stem", cpu) is None  # the rest of the step stays fp32
+    with pytest.raises(ConfigError, match="train.amp: expected auto, fp32, bf16, bf16-stem, got 'fp16'"):
+        trainer_module.autocast_dtype("fp16", cpu)
+
+
+def test_a_bf16_stem_step_trains_the_stem_and_validation_runs_in_fp32(tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_module, "cpu_has_amx", lambda: True)
+    run = Run(small_cfg(extra=["train.amp=bf16-stem"]), tmp_path)
+    run.warm_text_cache()
+    seen = []
+    run.model.img_encoder.patch_embed.proj.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    stem = run.model.img_encoder.patch_embed.proj[0].weight
+    before = stem.detach().clone()
+    parts = run.step([next(run.epoch_batches(0))])
+    assert seen == [torch.bfloat16] and stem.dtype == torch.float32
+    assert torch.isfinite(parts["total"]) and not torch.equal(stem, before)
+    with torch.no_grad():
+        run.model.img_encoder(torch.randn(1, 3, 32, 32))
+    assert seen[-1] == torch.float32

@@ -174,7 +174,7 @@ class TrainConfig:
     eps: float = 1e-8
     clip_grad: float = 5.0
     accumulation_steps: int = 1
-    amp: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    amp: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32 | bf16-stem (only the image stem in bf16)
     soft_assignment_fraction: float = 0.0  # train with soft grouping for this first fraction of steps
     text_cache_bf16: bool = False  # fill the frozen-text feature cache under bf16 autocast
     text_cache_file: str | None = None  # keep frozen-text features on disk between runs

@@ -40,6 +40,7 @@ from ..factory import create_model, load_model, save_model
 from ..inference.segmenter import check_seg_config
 from ..model import OVSegmentor
 from ..model.text import build_tokenizer
+from ..model.vision import stem_precision
 from . import distributed as D
 from .checkpointing import (
     latest_checkpoint,
@@ -71,13 +72,34 @@ class TrainResult:
     steps: int
 
 
+AMP_MODES = ("auto", "fp32", "bf16", "bf16-stem")
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """bf16 when asked for (or on CUDA with ``auto``), else None (fp32)."""
+    """The training step's autocast dtype: bf16 when asked for (or on CUDA with ``auto``), else None (fp32;
+    ``bf16-stem`` runs only the image stem in bf16, see ``stem_dtype``)."""
+    if amp not in AMP_MODES:
+        raise ConfigError(f"train.amp: expected {', '.join(AMP_MODES)}, got '{amp}'")
     if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
         return torch.bfloat16
-    if amp not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"train.amp: expected auto, bf16 or fp32, got '{amp}'")
     return None
+
+
+def stem_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """bf16 for the image stem alone with ``bf16-stem`` where bf16 is native (CUDA, or a CPU with AMX):
+    the quickstart's conv stem then runs ~2x faster on CPU, while its small transformer would lose more
+    to casts than it gains (BENCHMARKS.md). A CPU without AMX would emulate bf16, so it stays fp32 there."""
+    if amp != "bf16-stem":
+        return None
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_amx()):
+        return torch.bfloat16
+    log.info("train.amp=bf16-stem: this CPU has no AMX, so the stem stays fp32")
+    return None
+
+
+def cpu_has_amx() -> bool:
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, hence the guard
+    return bool(probe and probe())
 
 
 def build_model(cfg: DictConfig, device: torch.device) -> OVSegmentor:
@@ -152,6 +174,7 @@ class Run:
         self.base_lr, self.warmup_lr, self.min_lr = scaled_lrs(cfg.train, global_batch)
         self.optimizer = build_optimizer(self.model, cfg.train, self.base_lr)
         self.amp = autocast_dtype(cfg.train.amp, self.device)
+        self.stem_amp = stem_dtype(cfg.train.amp, self.device)
         self.state = {"step": 0, "epoch": 0, "best_val_miou": None, "best_bg_thresh": None}
         self.val_set = scene_split(cfg, "val") if cfg.data.type == "scenes" else None
         if self.val_set is not None:
@@ -289,7 +312,7 @@ class Run:
             sync = self.step_module.no_sync() if D.is_distributed() and not last else contextlib.nullcontext()
             with sync:
                 with torch.autocast(self.device.type, dtype=self.amp or torch.float32,
-                                    enabled=self.amp is not None):
+                                    enabled=self.amp is not None), stem_precision(self.image_encoders(), self.stem_amp):
                     losses = self.step_module(self.to_device(batch))
                 (losses["total"] / len(batches)).backward()
             parts = {k: parts.get(k, 0) + v.detach() / len(batches) for k, v in losses.items()}
@@ -301,6 +324,9 @@ class Run:
             self.model.momentum_update()
         self.state["step"] = step + 1
         return parts
+
+    def image_encoders(self) -> list:
+        return [m for m in (self.model.img_encoder, getattr(self.model, "img_encoder_momentum", None)) if m is not None]
 
     def validate(self) -> None:
         """Zero-shot val mIoU for each candidate background threshold; keep the best model."""
