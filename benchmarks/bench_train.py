@@ -88,14 +88,13 @@ def main() -> None:
                         cache_dtype=torch.bfloat16 if cache and cfg.train.text_cache_bf16 else None)
     optimizer = build_optimizer(model, cfg.train, 1e-4)
     batch = batch_of(cfg, args.batch, args.image_size, device, args.stage)
-    encoders = [m for m in (model.img_encoder, getattr(model, "img_encoder_momentum", None)) if m is not None]
     modes = {name: (autocast_dtype(name, device), stem_dtype(name, device)) for name in args.precision}
     first = args.precision[0]
 
     def step(mode: str = first) -> None:
         amp, stem = modes[mode]
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None), \
-                stem_precision(encoders, stem):
+                stem_precision(model.image_encoders(), stem):
             losses = compute_losses(model, batch, text, cfg.model)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -311,8 +311,8 @@ class Run:
             last = i == len(batches) - 1  # DDP averages gradients once, after the last micro-batch
             sync = self.step_module.no_sync() if D.is_distributed() and not last else contextlib.nullcontext()
             with sync:
-                with torch.autocast(self.device.type, dtype=self.amp or torch.float32,
-                                    enabled=self.amp is not None), stem_precision(self.image_encoders(), self.stem_amp):
+                with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None), \
+                        stem_precision(self.model.image_encoders(), self.stem_amp):
                     losses = self.step_module(self.to_device(batch))
                 (losses["total"] / len(batches)).backward()
             parts = {k: parts.get(k, 0) + v.detach() / len(batches) for k, v in losses.items()}
@@ -324,9 +324,6 @@ class Run:
             self.model.momentum_update()
         self.state["step"] = step + 1
         return parts
-
-    def image_encoders(self) -> list:
-        return [m for m in (self.model.img_encoder, getattr(self.model, "img_encoder_momentum", None)) if m is not None]
 
     def validate(self) -> None:
         """Zero-shot val mIoU for each candidate background threshold; keep the best model."""

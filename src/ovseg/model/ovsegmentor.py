@@ -110,6 +110,11 @@ class OVSegmentor(nn.Module):
             self.text_encoder.eval()
         return self
 
+    def image_encoders(self) -> list[GroupViT]:
+        """The online image encoder and, in stage 2, its momentum copy."""
+        momentum = getattr(self, "img_encoder_momentum", None)
+        return [self.img_encoder] + ([momentum] if momentum is not None else [])
+
     @property
     def num_groups(self) -> int:
         return self.cfg.img_encoder.num_output_groups[-1]
