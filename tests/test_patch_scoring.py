@@ -175,3 +175,28 @@ def test_rotate_averages_the_four_turns_of_each_window(photos, flip):
     tensor = prepare_image(image, cfg.short_side, cfg.max_long_side, model.cfg.img_encoder.patch_size)
     sample = Sample(name="a", image=tensor, size=image.shape[:2], label=torch.zeros(image.shape[:2]))
     assert torch.equal(HarnessPredictor(segmenter, names, cfg.bg_thresh)([sample])[0], turned.labels)
+
+
+def test_views_that_show_windows_in_the_same_shape_share_forward_passes():
+    """flip + rotate on a non-square window: the 4 views of even turns (h x w) are one forward pass and the
+    4 of odd turns (w x h) another; the encodings equal those of one view per pass up to rounding."""
+    from ovseg.inference.slide import batches_of_same_shape, encode_crops, encode_windows
+
+    model = dense_model()
+    passes = []
+    model.img_encoder.register_forward_hook(lambda m, i, o: passes.append(tuple(i[0].shape)))
+    image = torch.randn(1, 3, 32, 48)
+    batched = encode_windows(model, image, 64, 32, "whole", batch=8, per_patch=True, flip=True, rotate=True)
+    assert sorted(passes) == [(4, 3, 32, 48), (4, 3, 48, 32)]
+    passes.clear()
+    alone = encode_windows(model, image, 64, 32, "whole", batch=1, per_patch=True, flip=True, rotate=True)
+    assert len(passes) == 8 and batched.grid == alone.grid == (2, 3)
+    for name in ("soft", "group_emb", "image_emb", "patch_emb"):
+        torch.testing.assert_close(getattr(batched, name), getattr(alone, name), atol=1e-5, rtol=1e-5)
+    assert (batched.group_maps == alone.group_maps).float().mean() > 0.99
+    jobs = [((0, 32, 0, 48), (0, False)), ((0, 32, 0, 48), (1, False)), ((0, 32, 0, 32), (1, True)),
+            ((0, 32, 0, 48), (2, True))]
+    assert batches_of_same_shape(jobs, 8) == [[0, 3], [1], [2]]
+    assert batches_of_same_shape(jobs, 1) == [[0], [3], [1], [2]]
+    with pytest.raises(ValueError, match="different shapes"):
+        encode_crops(model, torch.cat([image, image]), views=[(0, False), (1, False)])

@@ -6,8 +6,6 @@ head, averaging, resize, softmax and argmax); only which windows share a forward
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import torch
 
 from ..inference.head import crop_class_table, group_class_scores
@@ -17,6 +15,7 @@ from ..inference.slide import (
     Box,
     ImageEncoding,
     View,
+    batches_of_same_shape,
     encode_crops,
     labels_and_scores,
     slide_boxes,
@@ -50,28 +49,25 @@ class HarnessPredictor:
         views = window_views(bool(self.seg.cfg.flip), bool(self.seg.cfg.rotate))
         boxes = [self.boxes(s) * len(views) for s in samples]
         images = [s.image.to(self.seg.device, non_blocking=True) for s in samples]
-        by_shape: dict[tuple[int, int, View], list[tuple[int, int]]] = defaultdict(list)
-        for i, image_boxes in enumerate(boxes):
-            per_view = len(image_boxes) // len(views)
-            for k, (y1, y2, x1, x2) in enumerate(image_boxes):
-                by_shape[(y2 - y1, x2 - x1, views[k // per_view])].append((i, k))
+        keys = [(i, k) for i, image_boxes in enumerate(boxes) for k in range(len(image_boxes))]
+        view_of = {(i, k): views[k // (len(boxes[i]) // len(views))] for i, k in keys}
         parts: dict[tuple[int, int], tuple] = {}
         grids: dict[tuple[int, int], tuple[int, int]] = {}
-        batch = self.seg.cfg.batch_crops
-        for (*_, view), jobs in by_shape.items():
-            for start in range(0, len(jobs), batch):
-                chunk = jobs[start : start + batch]
-                out = self._encode_crops([_crop(images[i], boxes[i][k]) for i, k in chunk], view)
-                for j, key in enumerate(chunk):
-                    parts[key] = tuple(None if t is None else t[j] for t in out[:5])
-                    grids[key] = out[5]
+        jobs = [(boxes[i][k], view_of[(i, k)]) for i, k in keys]
+        for chunk in batches_of_same_shape(jobs, self.seg.cfg.batch_crops):
+            chunk_keys = [keys[j] for j in chunk]
+            out = self._encode_crops([_crop(images[i], boxes[i][k]) for i, k in chunk_keys],
+                                     [view_of[key] for key in chunk_keys])
+            for j, key in enumerate(chunk_keys):
+                parts[key] = tuple(None if t is None else t[j] for t in out[:5])
+                grids[key] = out[5]
         return [_assemble(s, boxes[i], [parts[(i, k)] for k in range(len(boxes[i]))], grids[(i, 0)])
                 for i, s in enumerate(samples)]
 
-    def _encode_crops(self, crops: list[torch.Tensor], view: View = (0, False)) -> tuple:
+    def _encode_crops(self, crops: list[torch.Tensor], views: list[View]) -> tuple:
         """``inference.slide.encode_crops`` at the segmenter's precision."""
         with inference_precision(self.seg.cfg.precision, self.seg.device):
-            return encode_crops(self.seg.model, torch.cat(crops), self.seg.cfg.scoring == "patches", view)
+            return encode_crops(self.seg.model, torch.cat(crops), self.seg.cfg.scoring == "patches", views)
 
     def labels(self, enc: ImageEncoding, size: tuple[int, int]) -> torch.Tensor:
         """As ``Segmenter.predict`` does after encoding: group→class table, average, resize, argmax."""

@@ -80,35 +80,67 @@ def encode_windows(model: OVSegmentor, image: torch.Tensor, crop: int = 448, str
     ``per_patch`` also keeps every patch as a one-patch segment (``patch_emb``); ``flip`` / ``rotate`` also
     encode every window mirrored left-right / turned by 90, 180 and 270 degrees and add each view, its maps
     turned back, as one more window over the same pixels (test-time augmentation: the averaging then mixes
-    the views equally). Windows of view v are windows v·K … v·K + K − 1 of K."""
+    the views equally). Windows of view v are windows v·K … v·K + K − 1 of K. Views that show a window in
+    the same shape share forward passes (``batch`` windows each)."""
     height, width = image.shape[-2:]
     boxes = slide_boxes(height, width, crop, stride) if mode == "slide" else [(0, height, 0, width)]
     views = window_views(flip, rotate)
-    parts, grid = [], (0, 0)
-    for view in views:
-        for start in range(0, len(boxes), batch):
-            crops = torch.cat([image[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes[start : start + batch]])
-            *part, grid = encode_crops(model, crops, per_patch, view)
-            parts.append(part)
+    jobs = [(view, box) for view in views for box in boxes]
+    parts: list[tuple | None] = [None] * len(jobs)
+    grid = (0, 0)
+    for chunk in batches_of_same_shape([(box, view) for view, box in jobs], batch):
+        crops = torch.cat([image[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in (jobs[i][1] for i in chunk)])
+        *out, grid = encode_crops(model, crops, per_patch, [jobs[i][0] for i in chunk])
+        for j, i in enumerate(chunk):
+            parts[i] = tuple(None if t is None else t[j : j + 1] for t in out)
     soft, maps, groups, pooled, patches = (None if t[0] is None else torch.cat(t) for t in zip(*parts, strict=True))
     return ImageEncoding(size=(height, width), boxes=boxes * len(views), grid=grid, soft=soft,
                          group_maps=maps, group_emb=groups, image_emb=pooled, image=image[0], patch_emb=patches)
 
 
-def encode_crops(model: OVSegmentor, crops: torch.Tensor, per_patch: bool = False, view: View = (0, False)
-                 ) -> tuple:
+def batches_of_same_shape(jobs: list[tuple[Box, View]], batch: int) -> list[list[int]]:
+    """Indices of ``jobs`` (window, view) in chunks of at most ``batch`` whose windows are the same size and
+    whose views show them in the same shape (an odd number of quarter turns swaps height and width), so that
+    each chunk is one forward pass; the jobs' order is kept within a chunk."""
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for i, ((y1, y2, x1, x2), (turns, _)) in enumerate(jobs):
+        groups.setdefault((y2 - y1, x2 - x1, turns % 2), []).append(i)
+    return [idx[s : s + batch] for idx in groups.values() for s in range(0, len(idx), batch)]
+
+
+def encode_crops(model: OVSegmentor, crops: torch.Tensor, per_patch: bool = False,
+                 views: View | list[View] = (0, False)) -> tuple:
     """Same-sized windows (n, 3, h, w) -> (soft, group maps, group_emb, image_emb, patch_emb or None, grid),
-    as ``ImageEncoding`` holds them. ``view``: encode the windows turned and/or mirrored and turn their maps
-    back, so that they line up with the windows' own pixels."""
-    out = model.encode_image(show_in_view(crops, view), per_patch=per_patch)
+    as ``ImageEncoding`` holds them. ``views``: one for all windows or one per window (of the same turn
+    parity): encode the windows turned and/or mirrored and turn their maps back, so that they line up with
+    the windows' own pixels."""
+    per_crop = views if isinstance(views, list) else [views] * len(crops)
+    if crops.shape[-2] != crops.shape[-1] and len({turns % 2 for turns, _ in per_crop}) > 1:
+        raise ValueError("encode_crops: the views show the windows in different shapes; batch them apart")
+    if len(set(per_crop)) == 1:
+        shown_crops = show_in_view(crops, per_crop[0])
+    else:
+        shown_crops = torch.cat([show_in_view(crops[i : i + 1], v) for i, v in enumerate(per_crop)])
+    out = model.encode_image(shown_crops, per_patch=per_patch)
     soft, patches, grid = out.assignments[-1].soft, out.patch_feat, out.grid
-    if view != (0, False):
-        soft = orient_patch_grid_back(soft, grid, 3, view)  # (n, 1, G, h·w)
-        patches = None if patches is None else orient_patch_grid_back(patches, grid, 1, view)  # (n, h·w, D)
-        grid = grid_back(grid, view)
+    if any(v != (0, False) for v in per_crop):
+        soft = _orient_each_back(soft, grid, 3, per_crop)  # (n, 1, G, h·w)
+        patches = None if patches is None else _orient_each_back(patches, grid, 1, per_crop)  # (n, h·w, D)
+        grid = grid_back(grid, per_crop[0])
     return (soft, group_maps_from_soft(soft.float(), grid, tuple(crops.shape[-2:])),
             F.normalize(out.image_feat.float(), dim=-1), F.normalize(out.image_x.float(), dim=-1),
             None if patches is None else F.normalize(patches.float(), dim=-1), grid)
+
+
+def _orient_each_back(x: torch.Tensor, grid: tuple[int, int], dim: int, views: list[View]) -> torch.Tensor:
+    """``orient_patch_grid_back`` for each window (dim 0) with its own view."""
+    if len(set(views)) == 1:
+        return orient_patch_grid_back(x, grid, dim, views[0])
+    out = torch.empty_like(x)
+    for view in set(views):
+        rows = [i for i, v in enumerate(views) if v == view]
+        out[rows] = orient_patch_grid_back(x[rows], grid, dim, view)
+    return out
 
 
 def show_in_view(images: torch.Tensor, view: View) -> torch.Tensor:
