@@ -195,8 +195,11 @@ def test_views_that_show_windows_in_the_same_shape_share_forward_passes():
         torch.testing.assert_close(getattr(batched, name), getattr(alone, name), atol=1e-5, rtol=1e-5)
     assert (batched.group_maps == alone.group_maps).float().mean() > 0.99
     jobs = [((0, 32, 0, 48), (0, False)), ((0, 32, 0, 48), (1, False)), ((0, 32, 0, 32), (1, True)),
-            ((0, 32, 0, 48), (2, True))]
-    assert batches_of_same_shape(jobs, 8) == [[0, 3], [1], [2]]
-    assert batches_of_same_shape(jobs, 1) == [[0], [3], [1], [2]]
+            ((0, 32, 0, 48), (2, True)), ((0, 32, 0, 32), (0, False))]
+    assert batches_of_same_shape(jobs, 8) == [[0, 3], [1], [2, 4]]  # a square window: every turn together
+    assert batches_of_same_shape(jobs, 1) == [[0], [3], [1], [2], [4]]
+    square = encode_windows(model, image[..., :32], 64, 32, "whole", batch=8, per_patch=True, flip=True,
+                            rotate=True)
+    assert passes[-1] == (8, 3, 32, 32) and len(square.boxes) == 8
     with pytest.raises(ValueError, match="different shapes"):
         encode_crops(model, torch.cat([image, image]), views=[(0, False), (1, False)])

@@ -102,9 +102,10 @@ def batches_of_same_shape(jobs: list[tuple[Box, View]], batch: int) -> list[list
     """Indices of ``jobs`` (window, view) in chunks of at most ``batch`` whose windows are the same size and
     whose views show them in the same shape (an odd number of quarter turns swaps height and width), so that
     each chunk is one forward pass; the jobs' order is kept within a chunk."""
-    groups: dict[tuple[int, int, int], list[int]] = {}
+    groups: dict[tuple[int, int, bool], list[int]] = {}
     for i, ((y1, y2, x1, x2), (turns, _)) in enumerate(jobs):
-        groups.setdefault((y2 - y1, x2 - x1, turns % 2), []).append(i)
+        height, width = y2 - y1, x2 - x1
+        groups.setdefault((height, width, height != width and turns % 2 == 1), []).append(i)
     return [idx[s : s + batch] for idx in groups.values() for s in range(0, len(idx), batch)]
 
 
