@@ -85,12 +85,12 @@ def encode_windows(model: OVSegmentor, image: torch.Tensor, crop: int = 448, str
     height, width = image.shape[-2:]
     boxes = slide_boxes(height, width, crop, stride) if mode == "slide" else [(0, height, 0, width)]
     views = window_views(flip, rotate)
-    jobs = [(view, box) for view in views for box in boxes]
+    jobs = [(box, view) for view in views for box in boxes]
     parts: list[tuple | None] = [None] * len(jobs)
     grid = (0, 0)
-    for chunk in batches_of_same_shape([(box, view) for view, box in jobs], batch):
-        crops = torch.cat([image[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in (jobs[i][1] for i in chunk)])
-        *out, grid = encode_crops(model, crops, per_patch, [jobs[i][0] for i in chunk])
+    for chunk in batches_of_same_shape(jobs, batch):
+        crops = torch.cat([image[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in (jobs[i][0] for i in chunk)])
+        *out, grid = encode_crops(model, crops, per_patch, [jobs[i][1] for i in chunk])
         for j, i in enumerate(chunk):
             parts[i] = tuple(None if t is None else t[j : j + 1] for t in out)
     soft, maps, groups, pooled, patches = (None if t[0] is None else torch.cat(t) for t in zip(*parts, strict=True))
@@ -112,9 +112,9 @@ def batches_of_same_shape(jobs: list[tuple[Box, View]], batch: int) -> list[list
 def encode_crops(model: OVSegmentor, crops: torch.Tensor, per_patch: bool = False,
                  views: View | list[View] = (0, False)) -> tuple:
     """Same-sized windows (n, 3, h, w) -> (soft, group maps, group_emb, image_emb, patch_emb or None, grid),
-    as ``ImageEncoding`` holds them. ``views``: one for all windows or one per window (of the same turn
-    parity): encode the windows turned and/or mirrored and turn their maps back, so that they line up with
-    the windows' own pixels."""
+    as ``ImageEncoding`` holds them. ``views``: one for all windows or one per window (all showing the
+    windows in the same shape, see ``batches_of_same_shape``): encode the windows turned and/or mirrored and
+    turn their maps back, so that they line up with the windows' own pixels."""
     per_crop = views if isinstance(views, list) else [views] * len(crops)
     if crops.shape[-2] != crops.shape[-1] and len({turns % 2 for turns, _ in per_crop}) > 1:
         raise ValueError("encode_crops: the views show the windows in different shapes; batch them apart")
