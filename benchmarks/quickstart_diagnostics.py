@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
+from ovseg.checkpoints import load_model
 from ovseg.data.scenes.dataset import CaptionedScenes, class_names
 from ovseg.engine.validate import scene_seg_config
 from ovseg.evaluation.metrics import ConfusionMatrix
-from ovseg.factory import load_model
 from ovseg.inference import Segmenter
 
 

@@ -15,7 +15,7 @@ import time
 
 from omegaconf import OmegaConf
 
-from ovseg.factory import load_model
+from ovseg.checkpoints import load_model
 from ovseg.quickstart import validated_test_miou
 
 

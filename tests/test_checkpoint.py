@@ -158,7 +158,7 @@ def test_a_checkpoint_needing_arbitrary_code_is_refused(tmp_path):
 
 
 def test_format_is_recognised_whatever_the_header_length_byte(tmp_path):
-    from ovseg.checkpoint import sniff_format
+    from ovseg.checkpoints.files import sniff_format
 
     for pad in range(0, 264):  # header lengths (multiples of 8) whose low byte is 0x80 ('\x80' = pickle) or 0x50 ('P')
         path = tmp_path / f"w{pad}.safetensors"

@@ -256,10 +256,5 @@ def apply_opts(cfg: DictConfig, opts: list[str] | None) -> DictConfig:
     return cfg
 
 
-def config_from_dict(values: dict, where: str = "config") -> DictConfig:
-    """A schema-checked config from plain values (e.g. the JSON stored in an ovseg checkpoint)."""
-    return merge_checked(schema(), OmegaConf.create(values), where)
-
-
 def to_container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .checkpoint import atomic_write
 from .errors import OvsegError
+from .fileio import atomic_write
 from .inference import Prediction, Segmenter
 from .inference.vocabulary import display_name, parse_class_names
 from .viz import add_legend, class_palette, draw_class_names, overlay_labels, region_anchors, render_groups

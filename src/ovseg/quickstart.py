@@ -18,13 +18,14 @@ import numpy as np
 from omegaconf import OmegaConf
 from PIL import Image
 
-from .checkpoint import atomic_write
+from .checkpoints import load_model
 from .config import load_config, to_container
 from .data.builder import scene_split
 from .data.scenes.dataset import class_names, held_out_names
 from .engine.trainer import TrainResult, train
 from .engine.validate import evaluate_scenes, scene_seg_config
-from .factory import load_model, preset_path
+from .factory import preset_path
+from .fileio import atomic_write
 from .inference import Segmenter
 from .viz import add_legend, class_palette, overlay_labels
 from .viz.plot import line_chart, stack

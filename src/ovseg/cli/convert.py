@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..factory import load_model, save_model
+    from ..checkpoints import load_model, save_model
 
     model, cfg = load_model(args.checkpoint, training=args.keep_training_parts)
     save_model(model, cfg, args.output)

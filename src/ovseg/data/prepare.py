@@ -39,8 +39,8 @@ import numpy as np
 from tqdm.auto import tqdm
 from webdataset import TarWriter
 
-from ..checkpoint import atomic_write
 from ..errors import OvsegError
+from ..fileio import atomic_write
 from .decode import verify_image
 from .entities import EntityExtractor, EntityVocabulary
 from .readers import (

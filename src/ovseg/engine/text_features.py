@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from ..checkpoint import atomic_write
+from ..fileio import atomic_write
 from ..model import OVSegmentor
 
 

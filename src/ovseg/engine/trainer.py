@@ -32,22 +32,23 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..checkpoint import atomic_write
-from ..data.builder import build_collator, build_train_dataset, scene_split
-from ..data.scenes.dataset import class_names
-from ..errors import ConfigError, OvsegError
-from ..factory import create_model, load_model, save_model
-from ..inference.segmenter import check_seg_config
-from ..model import OVSegmentor
-from ..model.text import build_tokenizer
-from ..model.vision import stem_precision
-from . import distributed as D
-from .checkpointing import (
+from ..checkpoints import load_model, save_model
+from ..checkpoints.training import (
     latest_checkpoint,
     load_training_checkpoint,
     model_config_change,
     save_training_checkpoint,
 )
+from ..data.builder import build_collator, build_train_dataset, scene_split
+from ..data.scenes.dataset import class_names
+from ..errors import ConfigError, OvsegError
+from ..factory import create_model
+from ..fileio import atomic_write
+from ..inference.segmenter import check_seg_config
+from ..model import OVSegmentor
+from ..model.text import build_tokenizer
+from ..model.vision import stem_precision
+from . import distributed as D
 from .compilation import compile_hot_modules
 from .optim import build_optimizer, lr_at, scaled_lrs, set_lr
 from .sync_batchnorm import convert_batchnorm

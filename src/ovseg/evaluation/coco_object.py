@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..checkpoint import atomic_write
 from ..errors import OvsegError
+from ..fileio import atomic_write
 from .datasets import read_label
 
 log = logging.getLogger(__name__)

@@ -21,10 +21,10 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from ..checkpoint import atomic_write
 from ..config import apply_opts, load_config, schema, to_container
 from ..errors import OvsegError
 from ..factory import preset_path
+from ..fileio import atomic_write
 from ..inference.segmenter import Segmenter
 from .benchmarks import Benchmark, get_benchmark
 from .datasets import Sample, SegDataset, find_samples, first_item

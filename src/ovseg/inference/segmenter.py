@@ -19,9 +19,9 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
+from ..checkpoints import load_model
 from ..config import schema
 from ..errors import OvsegError
-from ..factory import load_model
 from ..model import OVSegmentor
 from ..model.text import build_tokenizer
 from .head import crop_class_table, group_class_scores

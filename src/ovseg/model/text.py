@@ -26,6 +26,25 @@ BUILTIN_CONFIGS: dict[str, dict[str, Any]] = {
                          num_attention_heads=12, intermediate_size=3072, max_position_embeddings=514,
                          type_vocab_size=1, hidden_act="gelu", layer_norm_eps=1e-5, pad_token_id=1,
                          bos_token_id=0, eos_token_id=2),
+    "distilbert-base-uncased": dict(model_type="distilbert", vocab_size=30522, dim=768, n_layers=6, n_heads=12,
+                                    hidden_dim=3072, max_position_embeddings=512, activation="gelu", pad_token_id=0),
+    "prajjwal1/bert-medium": dict(model_type="bert", vocab_size=30522, hidden_size=512, num_hidden_layers=8,
+                                  num_attention_heads=8, intermediate_size=2048, max_position_embeddings=512,
+                                  type_vocab_size=2, hidden_act="gelu", layer_norm_eps=1e-12, pad_token_id=0),
+}
+# The names a checkpoint may choose (checkpoints.trust): the configs above and MiniLM, shipped offline.
+BUILTIN_TEXT_ENCODERS = frozenset(BUILTIN_CONFIGS) | {"minilm-l6"}
+OFFLINE_PRETRAINED = frozenset({"minilm-l6"})  # pretrained weights that ship in a package (no download)
+# transformers config fields that ``hf_overrides`` may set: plain architecture values, each with its type
+# (a tuple lists the allowed strings). Loader arguments (trust_remote_code, revision …) are not among them.
+_ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "silu", "swish", "tanh")
+TEXT_CONFIG_FIELDS: dict[str, type | tuple[str, ...]] = {
+    **dict.fromkeys(("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size", "pad_token_id", "bos_token_id", "eos_token_id",
+                     "dim", "n_layers", "n_heads", "hidden_dim"), int),
+    **dict.fromkeys(("layer_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range",
+                     "dropout", "attention_dropout"), float),
+    "hidden_act": _ACTIVATIONS, "activation": _ACTIVATIONS, "position_embedding_type": ("absolute",),
 }
 UNCASED_WORDPIECE = {"bert-base-uncased", "distilbert-base-uncased", "minilm-l6"}
 
@@ -48,18 +67,29 @@ def _resolve_source(name: str) -> str | Path:
 
 
 def build_hf_config(name: str, overrides: dict[str, Any] | None = None, attn_implementation: str = "sdpa"):
-    """The transformers config of ``name`` (builtin, local folder or hub id) with ``overrides`` applied."""
+    """The transformers config of ``name`` (builtin, local folder or hub id) with ``overrides`` applied.
+
+    Overrides are set as plain fields of the built config (``TEXT_CONFIG_FIELDS`` only), never passed to a
+    loader: no override can enable remote code or choose a revision.
+    """
     from transformers import CONFIG_MAPPING, AutoConfig
 
     overrides = dict(overrides or {})
+    for key in overrides:
+        if key not in TEXT_CONFIG_FIELDS:
+            raise ConfigError(f"model.text_encoder.hf_overrides.{key}: not a known text-encoder field "
+                              f"(known: {', '.join(sorted(TEXT_CONFIG_FIELDS))})")
     if name in BUILTIN_CONFIGS:
         values = {**BUILTIN_CONFIGS[name], **overrides}
         config = CONFIG_MAPPING[values.pop("model_type")](**values)
     else:
         try:
-            config = AutoConfig.from_pretrained(_resolve_source(name), **overrides)
-        except OSError as e:
-            raise ConfigError(f"text encoder '{name}': no local folder or reachable hub model of that name") from e
+            config = AutoConfig.from_pretrained(_resolve_source(name))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"text encoder '{name}': no local folder or reachable hub model of that name "
+                              f"({str(e).splitlines()[0][:200]})") from e
+        for key, value in overrides.items():
+            setattr(config, key, value)
     config._attn_implementation = attn_implementation
     return config
 

@@ -152,7 +152,7 @@ class GroupViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(self.base_grid[0] * self.base_grid[1], embed_dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # cpu: also under a meta build
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             dim = int(embed_dim * embed_factors[i])

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ..checkpoints.loading import load_state_dict_checked, model_config_from_official
+from ..checkpoints.official_mapping import convert_official_state_dict
 from ..config import schema
-from ..convert import convert_official_state_dict
 from ..errors import OvsegError
-from ..factory import load_state_dict_checked, model_config_from_official
 from ..inference.slide import encode_windows
 from ..model import OVSegmentor
 from ..model.text import build_tokenizer

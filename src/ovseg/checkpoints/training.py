@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ..checkpoint import atomic_write
 from ..errors import CheckpointError
-from ..factory import load_state_dict_checked, save_model
+from ..fileio import atomic_write
 from ..model import OVSegmentor
+from .loading import load_state_dict_checked, save_model
 
 
 def save_training_checkpoint(folder: Path, model: OVSegmentor, cfg: DictConfig, optimizer: torch.optim.Optimizer,
@@ -61,7 +61,7 @@ def latest_checkpoint(folder: Path) -> tuple[Path, Path] | None:
 def model_config_change(weights: Path, model_cfg: dict) -> str | None:
     """'key: saved → current' for the first model setting in which the checkpoint ``weights`` differs from
     ``model_cfg`` (a plain dict of the run's ``model`` section), or None when they agree."""
-    from ..checkpoint import read_header
+    from .files import read_header
 
     saved = json.loads(read_header(weights).get("config", "{}")).get("model")
     if saved is None:

@@ -1,103 +1,26 @@
-"""Checkpoint files: ovseg's own format and the official OVSegmentor ``.pth``.
+"""The official OVSegmentor ``.pth``: a ``torch.save`` dict with ``model`` and a pickled OmegaConf ``config``.
 
-ovseg format: one ``.safetensors`` file holding the weights and, in its header metadata, the resolved
-config (JSON) — nothing executable, round-trips bit-exactly. Training state (optimizer, schedule, step)
-lives in a separate file next to it.
-
-Official format: a ``torch.save`` dict with ``model`` and a pickled OmegaConf ``config``. It is read with
-``torch.load(weights_only=True)``: OmegaConf's classes are mapped onto inert stand-ins that only hold
-their pickled state (so any omegaconf version of the writer works) and everything else that is not a
-tensor or a plain container is refused.
+It is read with ``torch.load(weights_only=True)``: OmegaConf's classes are mapped onto inert stand-ins that
+only hold their pickled state (so any omegaconf version of the writer works) and everything else that is
+not a tensor or a plain container is refused.
 """
 
 from __future__ import annotations
 
 import collections
-import json
-import os
 import pickle
 import re
-import tempfile
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError
-
-OVSEG_FORMAT = "ovseg/1"
+from ..errors import CheckpointError
+from .files import require_file
 
 
-# ----------------------------------------------------------------------------------------------- writing
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: a killed run never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_weights(state_dict: dict[str, torch.Tensor], config: dict, path: str | Path,
-                 extra: dict[str, str] | None = None) -> None:
-    """Weights + resolved config as one safetensors file, written atomically."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    metadata = {"format": OVSEG_FORMAT, "config": json.dumps(config), **(extra or {})}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-
-
-def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(state dict, header metadata) of a safetensors file."""
-    metadata = read_header(path)
-    try:
-        return load_file(str(path)), metadata
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-
-
-def read_header(path: str | Path) -> dict[str, str]:
-    """The header metadata of a safetensors file, without reading its tensors."""
-    _require_file(path)
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-
-
-def _require_file(path: str | Path) -> None:
-    if not Path(path).is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-
-
-def sniff_format(path: str | Path) -> str:
-    """'safetensors', 'torch' (zip or legacy pickle) or raise."""
-    _require_file(path)
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if len(head) < 8:
-        raise CheckpointError(f"{path}: file is empty or truncated ({len(head)} bytes)")
-    header_len = int.from_bytes(head[:8], "little")
-    if head[8:9] == b"{" and 0 < header_len < 100_000_000:  # checked first: a length byte may be 0x80 or "PK"
-        return "safetensors"
-    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch zip archive, or a legacy pickle
-        return "torch"
-    raise CheckpointError(f"{path}: not a checkpoint (neither a torch .pth nor a safetensors file)")
-
-
-# ------------------------------------------------------------------------------ official .pth (pickle)
 class _Pickled:
     """Inert stand-in for a pickled object: keeps its constructor args and state, runs nothing."""
 
@@ -173,7 +96,7 @@ def _plain(obj: Any) -> Any:
 
 def read_official(path: str | Path) -> dict[str, Any]:
     """The official checkpoint dict with ``config`` as plain data; refuses anything needing code."""
-    _require_file(path)
+    require_file(path)
     try:
         with torch.serialization.safe_globals(_STUBS + _numpy_globals() + _PLAIN_GLOBALS):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
