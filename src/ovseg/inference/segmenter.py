@@ -24,19 +24,10 @@ from ..config import schema
 from ..errors import OvsegError
 from ..model import OVSegmentor
 from ..model.text import build_tokenizer
-from .head import crop_class_table, group_class_scores
+from .decision import class_logits
 from .precision import inference_precision
 from .preprocess import load_image, prepare_image, to_rgb_array
-from .refine import DEFAULT_DILATIONS, neighbour_affinity, refine_masks
-from .slide import (
-    ImageEncoding,
-    average_patch_logits,
-    average_window_logits,
-    encode_windows,
-    group_maps_from_soft,
-    labels_and_scores,
-    window_group_basis,
-)
+from .slide import ImageEncoding, encode_images, group_maps_from_soft, labels_and_scores
 from .vocabulary import display_name, embed_class_names
 
 ImageLike = str | Path | np.ndarray | Image.Image
@@ -112,11 +103,20 @@ class Segmenter:
         rgb = self.read(image)
         c = self.cfg
         tensor = prepare_image(rgb, c.short_side, c.max_long_side, self.model.cfg.img_encoder.patch_size)
-        with inference_precision(c.precision, self.device):
-            enc = encode_windows(self.model, tensor.to(self.device), c.crop_size, c.stride, c.mode, c.batch_crops,
-                                 per_patch, bool(c.flip), bool(c.rotate))
-        self._image_key, self._image = key, (enc, rgb.shape[:2], rgb)
+        self._image_key, self._image = key, (self.encode_tensors([tensor])[0], rgb.shape[:2], rgb)
         return self._image
+
+    def encode_tensors(self, images: list[torch.Tensor]) -> list[ImageEncoding]:
+        """Processed images (1, 3, H, W) -> their window encodings, windows of all images batched together."""
+        c = self.cfg
+        with inference_precision(c.precision, self.device):
+            return encode_images(self.model, [t.to(self.device, non_blocking=True) for t in images], c.crop_size,
+                                 c.stride, c.mode, c.batch_crops, c.scoring == "patches", bool(c.flip), bool(c.rotate))
+
+    def class_logits(self, enc: ImageEncoding, text: torch.Tensor, bg_thresh: float | None,
+                     top_k: int | None = None) -> tuple[torch.Tensor, bool]:
+        """``decision.class_logits`` with this segmenter's model and settings."""
+        return class_logits(self.model, self.cfg, enc, text, bg_thresh, top_k)
 
     def class_embeddings(self, class_names: list[str], templates: str | None = None) -> torch.Tensor:
         """(N, D) normalised class embeddings, cached per (vocabulary, templates)."""
@@ -133,52 +133,11 @@ class Segmenter:
         enc, ori, _ = self.encode(image)
         text = self.class_embeddings(class_names, templates)
         thresh = self.cfg.bg_thresh if bg_thresh is _DEFAULT else bg_thresh
-        learned = self.cfg.background == "learned"
-        if learned:
-            background = torch.nn.functional.normalize(self.model.background_embedding.float(), dim=-1)
-            text, thresh = torch.cat([background.unsqueeze(0), text]), 0.0
-        scores = group_class_scores(self.segments(enc), enc.image_emb, text, self.model.scale().float(),
-                                    top_k or self.cfg.top_k, always_keep=0 if learned else None)
-        table = scores.probs if learned else crop_class_table(scores.probs, thresh)
-        logits = self.class_maps(enc, table)
+        logits, with_background = class_logits(self.model, self.cfg, enc, text, thresh, top_k)
         labels, score = labels_and_scores(logits, ori)
-        names = (["background"] if thresh is not None else []) + [display_name(n) for n in class_names]
+        names = (["background"] if with_background else []) + [display_name(n) for n in class_names]
         return Prediction(labels=labels.cpu(), scores=score.cpu(), class_names=names, logits=logits,
                           group_maps=enc.group_maps, boxes=enc.boxes)
-
-    def segments(self, enc: ImageEncoding) -> torch.Tensor:
-        """(K, S, D) what is scored against the class names: the learned groups (the paper) or, with
-        ``scoring: patches``, every patch as a one-patch segment of its group."""
-        if self.cfg.scoring == "groups":
-            return enc.group_emb
-        if enc.patch_emb is None:
-            raise ValueError("scoring: patches needs an ImageEncoding made with per_patch=True")
-        return enc.patch_emb
-
-    def class_maps(self, enc: ImageEncoding, table: torch.Tensor) -> torch.Tensor:
-        """Per-window segment→class tables (K, S, C) -> window-averaged class maps (C, H, W), refined along
-        colour edges when ``refine: pamr``. Groups: refinement is linear, so it is applied once per image to
-        the window-group maps (cached in ``enc``) and every vocabulary or threshold costs one product.
-        Patches: each window's patch grid is resized bilinearly and the (few) class maps are refined."""
-        if self.cfg.refine != "none" and enc.image is None:
-            raise ValueError("refine: pamr needs the processed image in the ImageEncoding")
-        if self.cfg.scoring == "patches":
-            logits = average_patch_logits(enc, table)
-            return logits if self.cfg.refine == "none" else self._refine_class_maps(enc, logits)
-        if self.cfg.refine == "none":
-            return average_window_logits(enc, table)[0]
-        key = (int(self.cfg.refine_iterations), float(self.cfg.refine_temperature))
-        if key not in enc.refined_basis:
-            enc.refined_basis[key] = self._refine_class_maps(enc, window_group_basis(enc))
-        return torch.einsum("mhw,mc->chw", enc.refined_basis[key], table.reshape(-1, table.shape[-1]).float())
-
-    def _refine_class_maps(self, enc: ImageEncoding, maps: torch.Tensor) -> torch.Tensor:
-        """PAMR of (M, H, W) maps; the image's colour affinities are computed once per temperature and
-        reused by every vocabulary, threshold and iteration count."""
-        image, temperature = enc.image.to(maps.device).float(), float(self.cfg.refine_temperature)
-        if temperature not in enc.affinity:
-            enc.affinity[temperature] = neighbour_affinity(image, DEFAULT_DILATIONS, temperature)
-        return refine_masks(image, maps, int(self.cfg.refine_iterations), affinity=enc.affinity[temperature])
 
     @torch.no_grad()
     def group_layers(self, image: ImageLike) -> list[torch.Tensor]:

@@ -72,30 +72,79 @@ def window_views(flip: bool = False, rotate: bool = False) -> list[View]:
             for mirrored in ((False, True) if flip else (False,))]
 
 
+@dataclass
+class CropEncoding:
+    """n same-sized windows encoded: soft (n, 1, G, h·w) assignment at the patch ``grid``; group_maps
+    (n, h_c, w_c) uint8; group_emb (n, G, D) and image_emb (n, D) L2-normalised; patch_emb (n, h·w, D)
+    L2-normalised one-patch segments, or None."""
+
+    soft: torch.Tensor
+    group_maps: torch.Tensor
+    group_emb: torch.Tensor
+    image_emb: torch.Tensor
+    patch_emb: torch.Tensor | None
+    grid: tuple[int, int]
+
+    def window(self, j: int) -> CropEncoding:
+        """Window ``j`` alone (leading dimension kept)."""
+        return CropEncoding(self.soft[j : j + 1], self.group_maps[j : j + 1], self.group_emb[j : j + 1],
+                            self.image_emb[j : j + 1], None if self.patch_emb is None else self.patch_emb[j : j + 1],
+                            self.grid)
+
+
+def window_boxes(size: tuple[int, int], crop: int, stride: int, mode: str) -> list[Box]:
+    """The windows of an image of ``size`` (H, W): sliding (``mode='slide'``) or the whole image."""
+    height, width = size
+    return slide_boxes(height, width, crop, stride) if mode == "slide" else [(0, height, 0, width)]
+
+
 @torch.no_grad()
 def encode_windows(model: OVSegmentor, image: torch.Tensor, crop: int = 448, stride: int = 224,
                    mode: str = "slide", batch: int = 8, per_patch: bool = False, flip: bool = False,
                    rotate: bool = False) -> ImageEncoding:
-    """image (1, 3, H, W) normalised -> ImageEncoding. ``mode='whole'`` encodes the image as one window;
-    ``per_patch`` also keeps every patch as a one-patch segment (``patch_emb``); ``flip`` / ``rotate`` also
-    encode every window mirrored left-right / turned by 90, 180 and 270 degrees and add each view, its maps
-    turned back, as one more window over the same pixels (test-time augmentation: the averaging then mixes
-    the views equally). Windows of view v are windows v·K … v·K + K − 1 of K. Views that show a window in
-    the same shape share forward passes (``batch`` windows each)."""
-    height, width = image.shape[-2:]
-    boxes = slide_boxes(height, width, crop, stride) if mode == "slide" else [(0, height, 0, width)]
+    """image (1, 3, H, W) normalised -> ImageEncoding (``encode_images`` for one image)."""
+    return encode_images(model, [image], crop, stride, mode, batch, per_patch, flip, rotate)[0]
+
+
+@torch.no_grad()
+def encode_images(model: OVSegmentor, images: list[torch.Tensor], crop: int = 448, stride: int = 224,
+                  mode: str = "slide", batch: int = 8, per_patch: bool = False, flip: bool = False,
+                  rotate: bool = False) -> list[ImageEncoding]:
+    """images, each (1, 3, H, W) normalised -> one ImageEncoding each. ``mode='whole'`` encodes an image as
+    one window; ``per_patch`` also keeps every patch as a one-patch segment (``patch_emb``); ``flip`` /
+    ``rotate`` also encode every window mirrored left-right / turned by 90, 180 and 270 degrees and add each
+    view, its maps turned back, as one more window over the same pixels (test-time augmentation: the
+    averaging then mixes the views equally). Windows of view v are windows v·K … v·K + K − 1 of an image's K.
+    Windows of all images and views that are shown in the same shape share forward passes (``batch`` each)."""
     views = window_views(flip, rotate)
-    jobs = [(box, view) for view in views for box in boxes]
-    parts: list[tuple | None] = [None] * len(jobs)
-    grid = (0, 0)
-    for chunk in batches_of_same_shape(jobs, batch):
-        crops = torch.cat([image[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in (jobs[i][0] for i in chunk)])
-        *out, grid = encode_crops(model, crops, per_patch, [jobs[i][1] for i in chunk])
-        for j, i in enumerate(chunk):
-            parts[i] = tuple(None if t is None else t[j : j + 1] for t in out)
-    soft, maps, groups, pooled, patches = (None if t[0] is None else torch.cat(t) for t in zip(*parts, strict=True))
-    return ImageEncoding(size=(height, width), boxes=boxes * len(views), grid=grid, soft=soft,
-                         group_maps=maps, group_emb=groups, image_emb=pooled, image=image[0], patch_emb=patches)
+    boxes = [window_boxes(tuple(image.shape[-2:]), crop, stride, mode) * len(views) for image in images]
+    jobs = [(i, box, views[k // (len(image_boxes) // len(views))])
+            for i, image_boxes in enumerate(boxes) for k, box in enumerate(image_boxes)]
+    parts: list[CropEncoding | None] = [None] * len(jobs)
+    for chunk in batches_of_same_shape([(box, view) for _, box, view in jobs], batch):
+        crops = torch.cat([_crop(images[jobs[j][0]], jobs[j][1]) for j in chunk])
+        out = encode_crops(model, crops, per_patch, [jobs[j][2] for j in chunk])
+        for n, j in enumerate(chunk):
+            parts[j] = out.window(n)
+    encodings, start = [], 0
+    for image, image_boxes in zip(images, boxes, strict=True):
+        encodings.append(_assemble(image, image_boxes, parts[start : start + len(image_boxes)]))
+        start += len(image_boxes)
+    return encodings
+
+
+def _crop(image: torch.Tensor, box: Box) -> torch.Tensor:
+    y1, y2, x1, x2 = box
+    return image[:, :, y1:y2, x1:x2]
+
+
+def _assemble(image: torch.Tensor, boxes: list[Box], parts: list[CropEncoding]) -> ImageEncoding:
+    """One image's windows (in ``boxes`` order) -> its ImageEncoding."""
+    patches = None if parts[0].patch_emb is None else torch.cat([p.patch_emb for p in parts])
+    return ImageEncoding(size=tuple(image.shape[-2:]), boxes=boxes, grid=parts[0].grid,
+                         soft=torch.cat([p.soft for p in parts]), group_maps=torch.cat([p.group_maps for p in parts]),
+                         group_emb=torch.cat([p.group_emb for p in parts]),
+                         image_emb=torch.cat([p.image_emb for p in parts]), image=image[0], patch_emb=patches)
 
 
 def batches_of_same_shape(jobs: list[tuple[Box, View]], batch: int) -> list[list[int]]:
@@ -110,11 +159,10 @@ def batches_of_same_shape(jobs: list[tuple[Box, View]], batch: int) -> list[list
 
 
 def encode_crops(model: OVSegmentor, crops: torch.Tensor, per_patch: bool = False,
-                 views: View | list[View] = (0, False)) -> tuple:
-    """Same-sized windows (n, 3, h, w) -> (soft, group maps, group_emb, image_emb, patch_emb or None, grid),
-    as ``ImageEncoding`` holds them. ``views``: one for all windows or one per window (all showing the
-    windows in the same shape, see ``batches_of_same_shape``): encode the windows turned and/or mirrored and
-    turn their maps back, so that they line up with the windows' own pixels."""
+                 views: View | list[View] = (0, False)) -> CropEncoding:
+    """Same-sized windows (n, 3, h, w) -> their CropEncoding. ``views``: one for all windows or one per
+    window (all showing the windows in the same shape, see ``batches_of_same_shape``): encode the windows
+    turned and/or mirrored and turn their maps back, so that they line up with the windows' own pixels."""
     per_crop = views if isinstance(views, list) else [views] * len(crops)
     if crops.shape[-2] != crops.shape[-1] and len({turns % 2 for turns, _ in per_crop}) > 1:
         raise ValueError("encode_crops: the views show the windows in different shapes; batch them apart")
@@ -128,9 +176,10 @@ def encode_crops(model: OVSegmentor, crops: torch.Tensor, per_patch: bool = Fals
         soft = _orient_each_back(soft, grid, 3, per_crop)  # (n, 1, G, h·w)
         patches = None if patches is None else _orient_each_back(patches, grid, 1, per_crop)  # (n, h·w, D)
         grid = grid_back(grid, per_crop[0])
-    return (soft, group_maps_from_soft(soft.float(), grid, tuple(crops.shape[-2:])),
-            F.normalize(out.image_feat.float(), dim=-1), F.normalize(out.image_x.float(), dim=-1),
-            None if patches is None else F.normalize(patches.float(), dim=-1), grid)
+    return CropEncoding(soft=soft, group_maps=group_maps_from_soft(soft.float(), grid, tuple(crops.shape[-2:])),
+                        group_emb=F.normalize(out.image_feat.float(), dim=-1),
+                        image_emb=F.normalize(out.image_x.float(), dim=-1),
+                        patch_emb=None if patches is None else F.normalize(patches.float(), dim=-1), grid=grid)
 
 
 def _orient_each_back(x: torch.Tensor, grid: tuple[int, int], dim: int, views: list[View]) -> torch.Tensor:
