@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import logging
+import re
 import tarfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,7 +21,8 @@ from ovseg.config import load_config
 from ovseg.data import streaming
 from ovseg.data.augment import TrainTransform
 from ovseg.data.builder import build_collator, build_train_dataset
-from ovseg.data.readers import CsvSource, FolderSource, ShardSource, open_source
+from ovseg.data.readers import MALFORMED_PAIRS, CsvSource, FolderSource, ShardSource, open_source
+from ovseg.data.samples import SkippedSample
 from ovseg.data.streaming import StreamingCaptions, iter_positions, part_bounds
 from ovseg.errors import ConfigError, OvsegError
 
@@ -260,6 +262,36 @@ def test_csv_pair_columns_give_stage2_partners(tmp_path):
     assert partners == {(1, "dog"), (2, "men")}  # the original's raw entity words, as stored
 
 
+MALFORMED_PAIR_CELLS = [("['x']", "['dog']"), ("5\t6", "['dog']"), ("[1e400]", "['dog']"), ("[-3]", "['dog']"),
+                        ("[99999999]", "['dog']"), ("", "[]"), ("[true]", "['dog']"), ("[0]", "['dog', 'men']"),
+                        ("[0]", "__import__('os')")]
+
+
+def test_malformed_pair_cells_are_skipped_samples_counted_like_a_corrupt_image(tmp_path, caplog):
+    """Stage 2 on a metafile with bad pairindex/pairentity cells among good rows: the good rows are read,
+    the bad ones are counted under their reason, nothing escapes (nor is evaluated)."""
+    n = 2 * len(MALFORMED_PAIR_CELLS)
+    names = write_images(tmp_path, n)
+    good = [(str([(i + 2) % n, (i + 4) % n]), str(["dog", "men"])) for i in range(0, n, 2)]
+    good[1] = ("[]", "[]")  # no partner: the sample pairs with its own image
+    cells = [c for pair in zip(good, MALFORMED_PAIR_CELLS, strict=True) for c in pair]  # bad rows are odd
+    rows = [[name, CAPTIONS[i % 8], *cells[i]] for i, name in enumerate(names)]
+    source = CsvSource(write_csv(tmp_path / "m.csv", ["image_id", "caption", "pairindex", "pairentity"], rows))
+    for i in range(1, n, 2):
+        with pytest.raises(SkippedSample, match=rf"m.csv row {i}: pair(index|entity) .* is not a") as e:
+            source.stored_pairs(i)
+        assert e.value.reason == MALFORMED_PAIRS
+    ds = StreamingCaptions(source, cheap, pair_transform=cheap, rank=0, world_size=1)
+    with caplog.at_level(logging.WARNING, logger=streaming.__name__):
+        items = list(ds)
+    assert sorted(it["index"] for it in items) == list(range(0, n, 2))
+    assert {it["cross_entity"] for it in items} == {"dog", "men", ""}
+    assert ds.skipped() == {**dict.fromkeys(ds.skipped(), 0), MALFORMED_PAIRS: n // 2}
+    assert f"skipped {n // 2} of {n} samples ({MALFORMED_PAIRS}: {n // 2})" in caplog.text
+    assert re.search(rf"skipped a sample: {MALFORMED_PAIRS}: m.csv row \d+: pair", caplog.text)  # with the row
+    assert len(list(StreamingCaptions(source, cheap, rank=0, world_size=1))) == n  # stage 1 reads no pair cell
+
+
 # ---------------------------------------------------------------------------------------------- folder
 def test_folder_images_with_txt_captions(tmp_path):
     write_images(tmp_path / "a", 4)
@@ -315,10 +347,10 @@ def test_config_mistakes_name_the_key(tmp_path, shards):
     with pytest.raises(ConfigError, match="stage 2 needs the pair index of `ovseg prepare`"):
         build_train_dataset(load_config("configs/tiny.yml", ["data.type=webdataset", f"data.shards={shards}",
                                                              "model.use_maskloss=true"]))
-    with pytest.raises(ConfigError, match="data.augment: expected one of paper, none"):
+    with pytest.raises(ConfigError, match=r"data.augment': Invalid value 'timm', expected one of \['paper', 'none'\]"):
         build_train_dataset(load_config("configs/tiny.yml", corpus_opts("webdataset", tmp_path, shards)
                                         + ["data.augment=timm"]))
-    with pytest.raises(ConfigError, match="data.type: 'lmdb' is not supported"):
+    with pytest.raises(ConfigError, match=r"data.type': Invalid value 'lmdb', expected one of \['scenes'"):
         build_train_dataset(load_config("configs/tiny.yml", ["data.type=lmdb"]))
 
 

@@ -4,7 +4,8 @@
   included) or shards as img2dataset writes them (``KEY.jpg``/``png``/``webp`` + ``KEY.txt`` [+ ``KEY.json``],
   indexed by scanning their headers when opened);
 - ``CsvSource``: the original's metafile (spec §3): columns ``image_id`` (path relative to the image root)
-  and ``caption``, optionally ``pairindex``/``pairentity`` (stage-2 partners); other columns are ignored;
+  and ``caption``, optionally ``pairindex``/``pairentity`` (stage-2 partners; a row whose cells are malformed
+  is a skipped sample, counted like a corrupt image); other columns are ignored;
 - ``FolderSource``: image files with a same-name ``.txt`` caption, found recursively.
 
 CSV and folder sources keep their rows in memory in packed form; for corpora of millions of samples,
@@ -40,6 +41,8 @@ PAIRS, PAIR_ENTITIES = "pairs.npy", "pair_entities.npy"
 CAPTIONS_LIMIT = 200_000  # captions() lists at most this many (the frozen-text cache encodes them all)
 REQUIRED_COLUMNS = ("image_id", "caption")
 CHECK_ROWS = 20  # rows whose image files are checked when a CSV or folder is opened
+# skip reason of a row with malformed pairindex/pairentity cells (one of samples.REASONS)
+MALFORMED_PAIRS = "malformed pairindex"
 
 
 def index_path(shard: Path) -> Path:
@@ -259,7 +262,7 @@ class CsvSource:
         if not self.root.is_dir():
             raise OvsegError(f"{self.root}: no such image folder (data.image_root)")
         self.image_ids, self.caption_list = PackedStrings(), PackedStrings()
-        self.pair_rows: PackedStrings | None = None
+        self.pair_cells: tuple[PackedStrings, PackedStrings] | None = None  # (pairindex, pairentity) as read
         head: list[dict[str, str]] = []
         for row in iter_metafile(self.path):
             self._append(row)
@@ -271,15 +274,16 @@ class CsvSource:
         check_images_present([self.root / (r["image_id"] or "") for r in head[:CHECK_ROWS]], str(self.path),
                              f"check data.image_root ({self.root})")
         self.pair_index: PairIndex | None = None
-        self.has_pairs = self.pair_rows is not None
+        self.has_pairs = self.pair_cells is not None
 
     def _append(self, row: dict[str, str]) -> None:
         self.image_ids.append(row["image_id"] or "")
         self.caption_list.append(row["caption"] or "")
         if len(self.image_ids) == 1 and "pairindex" in row and "pairentity" in row:
-            self.pair_rows = PackedStrings()
-        if self.pair_rows is not None:
-            self.pair_rows.append(f"{row.get('pairindex') or '[]'}\t{row.get('pairentity') or '[]'}")
+            self.pair_cells = PackedStrings(), PackedStrings()
+        if self.pair_cells is not None:  # a cell missing from a short row is None: kept as "", malformed
+            self.pair_cells[0].append(row.get("pairindex") or "")
+            self.pair_cells[1].append(row.get("pairentity") or "")
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -302,9 +306,21 @@ class CsvSource:
     def partner(self, index: int, rng: random.Random) -> tuple[int, str] | None:
         if self.pair_index is not None:
             return self.pair_index.partner(index, rng)
-        if self.pair_rows is None:
+        if self.pair_cells is None:
             return None
-        return _stored_partner(self.pair_rows[index], len(self), rng)
+        rows, entities = self.stored_pairs(index)
+        if not rows:
+            return None
+        k = rng.randrange(len(rows))
+        return rows[k], entities[k]
+
+    def stored_pairs(self, index: int) -> tuple[list[int], list[str]]:
+        """The row's partners and shared raw entity words; SkippedSample when its cells are malformed, so a
+        bad cell costs one sample (counted) instead of the run."""
+        try:
+            return parse_pair_cells(self.pair_cells[0][index], self.pair_cells[1][index], len(self))
+        except ValueError as e:
+            raise SkippedSample(MALFORMED_PAIRS, f"{self.path.name} row {index}: {e}") from None
 
     def captions(self) -> list[str] | None:
         if len(self) > CAPTIONS_LIMIT:
@@ -316,16 +332,29 @@ class CsvSource:
         return self.caption_list[index].strip()
 
 
-def _stored_partner(cell: str, total: int, rng: random.Random) -> tuple[int, str] | None:
-    """One (row, raw entity) of the original's stringified ``pairindex``/``pairentity`` lists."""
+def parse_pair_cells(pairindex: str, pairentity: str, total: int) -> tuple[list[int], list[str]]:
+    """The original's stringified lists, read strictly (nothing is evaluated): ``pairindex`` a JSON list of
+    row numbers below ``total``, ``pairentity`` a Python list of as many strings. ValueError says why not."""
     try:
-        rows, entities = (ast.literal_eval(part) for part in cell.split("\t", 1))
-    except (ValueError, SyntaxError):
-        return None
-    if not rows or len(rows) != len(entities):
-        return None
-    k = rng.randrange(len(rows))
-    return (int(rows[k]), str(entities[k])) if 0 <= int(rows[k]) < total else None
+        rows = json.loads(pairindex)
+    except (ValueError, RecursionError):  # ValueError: not JSON, or an integer too long to convert
+        rows = None
+    if not isinstance(rows, list) or not all(type(r) is int for r in rows):  # type: bools and floats are not rows
+        raise ValueError(f"pairindex {_excerpt(pairindex)} is not a list of row numbers")
+    outside = next((r for r in rows if not 0 <= r < total), None)
+    if outside is not None:
+        raise ValueError(f"pairindex {outside} is not a row of this metafile (0 to {total - 1})")
+    try:
+        entities = ast.literal_eval(pairentity)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        entities = None
+    if not isinstance(entities, list) or len(entities) != len(rows) or not all(isinstance(e, str) for e in entities):
+        raise ValueError(f"pairentity {_excerpt(pairentity)} is not a list of {len(rows)} strings (one per pairindex)")
+    return rows, entities
+
+
+def _excerpt(cell: str, limit: int = 40) -> str:
+    return repr(cell if len(cell) <= limit else cell[:limit] + "…")
 
 
 def read_file(path: Path) -> bytes:

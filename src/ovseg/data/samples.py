@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 # every reason a sample can be skipped for; counts are kept per reason, in this order
 REASONS = ("corrupt image", "missing image", "unreadable member", "unreadable file", "missing caption",
-           "empty caption")
+           "empty caption", "malformed pairindex")
 
 
 class SkippedSample(Exception):
