@@ -27,6 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest upload accepted, in MB (default: %(default)g)")
     p.add_argument("--max-pixels", type=float, default=50e6, metavar="N",
                    help="largest image accepted, width × height (default: %(default).0f)")
+    p.add_argument("--max-synonyms", type=int, default=16, metavar="N",
+                   help="most names joined with | in one class (default: %(default)s)")
+    p.add_argument("--max-prompts", type=int, default=20_480, metavar="N",
+                   help="most prompts one request may embed, names × templates (default: %(default)s: 256 "
+                   "classes with the full 80 templates)")
+    p.add_argument("--cached-vocabularies", type=int, default=32, metavar="N",
+                   help="how many vocabularies' text embeddings are kept, least recently used dropped first "
+                   "(default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
     _check(args)
     app_module = _import_app()
-    limits = WebLimits(max_upload_mb=args.max_upload_mb, max_pixels=int(args.max_pixels))
+    limits = WebLimits(max_upload_mb=args.max_upload_mb, max_pixels=int(args.max_pixels),
+                       max_synonyms=args.max_synonyms, max_prompts=args.max_prompts,
+                       cached_vocabularies=args.cached_vocabularies)
     session = WebSession(Segmenter.from_checkpoint(args.resume, device=resolve_device(args.device)), limits)
     app = app_module.build_app(session, title=Path(args.resume).name)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up checks of the local URL
@@ -69,6 +79,9 @@ def _check(args: argparse.Namespace) -> None:
         raise OvsegError(f"--port: expected 1-65535, got {args.port}")
     if args.max_upload_mb <= 0 or args.max_pixels <= 0:
         raise OvsegError("--max-upload-mb and --max-pixels must be positive")
+    for flag in ("max_synonyms", "max_prompts", "cached_vocabularies"):
+        if getattr(args, flag) < 1:
+            raise OvsegError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
 
 
 def _is_loopback(host: str) -> bool:

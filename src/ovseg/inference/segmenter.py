@@ -25,6 +25,7 @@ from ..errors import OvsegError
 from ..model import OVSegmentor
 from ..model.text import build_tokenizer
 from .decision import class_logits
+from .lru import LruCache
 from .precision import inference_precision
 from .preprocess import load_image, prepare_image, to_rgb_array
 from .slide import ImageEncoding, encode_images, group_maps_from_soft, labels_and_scores
@@ -59,7 +60,8 @@ class Prediction:
 class Segmenter:
     """Zero-shot segmentation with the original harness (``cfg`` = the ``evaluate.seg`` section)."""
 
-    def __init__(self, model: OVSegmentor, seg_cfg: DictConfig | None = None, tokenizer=None):
+    def __init__(self, model: OVSegmentor, seg_cfg: DictConfig | None = None, tokenizer=None,
+                 text_cache_size: int = 32):
         self.model = model.eval()
         self.cfg = seg_cfg if seg_cfg is not None else schema().evaluate.seg
         check_seg_config(model, self.cfg)
@@ -67,7 +69,7 @@ class Segmenter:
         self.tokenizer = tokenizer or build_tokenizer(te.name, te.tokenizer)
         self._image_key: object = None
         self._image: tuple[ImageEncoding, tuple[int, int], np.ndarray] | None = None
-        self._text: dict[tuple, torch.Tensor] = {}
+        self.text_cache: LruCache = LruCache(text_cache_size)  # (vocabulary, templates) -> (N, D) embeddings
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", seg_cfg: DictConfig | None = None,
@@ -119,11 +121,12 @@ class Segmenter:
         return class_logits(self.model, self.cfg, enc, text, bg_thresh, top_k)
 
     def class_embeddings(self, class_names: list[str], templates: str | None = None) -> torch.Tensor:
-        """(N, D) normalised class embeddings, cached per (vocabulary, templates)."""
+        """(N, D) normalised class embeddings, cached per (vocabulary, templates) for the last
+        ``text_cache_size`` vocabularies."""
         key = (tuple(class_names), templates or self.cfg.template)
-        if key not in self._text:
-            self._text[key] = embed_class_names(self.model, self.tokenizer, list(class_names), key[1])
-        return self._text[key]
+        if key not in self.text_cache:
+            self.text_cache[key] = embed_class_names(self.model, self.tokenizer, list(class_names), key[1])
+        return self.text_cache[key]
 
     @torch.no_grad()
     def predict(self, image: ImageLike, class_names: list[str], bg_thresh: float | None | object = _DEFAULT,
@@ -155,14 +158,9 @@ class Segmenter:
 
 
 def check_seg_config(model: OVSegmentor, cfg: DictConfig) -> None:
-    """One-line OvsegError for an ``evaluate.seg`` setting this harness or this model cannot use (training
-    calls it before its first step, so a bad setting does not surface at the first validation)."""
-    if cfg.background not in ("threshold", "learned"):
-        raise OvsegError(f"evaluate.seg.background: expected 'threshold' or 'learned', got '{cfg.background}'")
-    if cfg.refine not in ("none", "pamr"):
-        raise OvsegError(f"evaluate.seg.refine: expected 'none' or 'pamr', got '{cfg.refine}'")
-    if cfg.scoring not in ("groups", "patches"):
-        raise OvsegError(f"evaluate.seg.scoring: expected 'groups' or 'patches', got '{cfg.scoring}'")
+    """One-line OvsegError for an ``evaluate.seg`` setting this model cannot use (training calls it before its
+    first step, so a bad setting does not surface at the first validation). The allowed values of each
+    setting are the schema's (``config.py``), checked when the config is loaded."""
     if cfg.scoring == "patches" and not model.img_encoder.supports_patch_tokens:
         depths = list(model.cfg.img_encoder.depths)
         raise OvsegError("evaluate.seg.scoring=patches needs one grouping block and no block after it "

@@ -18,7 +18,7 @@ from typing import Any
 import gradio as gr
 
 from ..errors import OvsegError
-from .session import LegendRow, WebLimits, WebResult, WebSession
+from .session import LegendRow, WebLimits, WebResult, WebSession, page_message
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,10 @@ def _handler(session: WebSession):
         try:
             path, name = _upload_path(image)
             result = session.segment(path, classes, templates, float(bg) if use_bg else None, name)
-        except OvsegError as e:
-            return _error(str(e))
-        except Exception as e:  # the page's boundary: log the bug, tell the user, keep serving
-            log.exception("segmentation failed")
-            return _error(f"unexpected error ({type(e).__name__}: {e}); see the server's log")
+        except Exception as e:  # the page's boundary: log a bug, tell the user (no server paths), keep serving
+            if not isinstance(e, OvsegError):
+                log.exception("segmentation failed")
+            return _error(page_message(e))
         return (_status(result), result.overlay, legend_html(result.legend), result.groups,
                 str(result.mask_path))
 
@@ -130,7 +129,7 @@ def _upload_path(image: dict[str, Any] | None) -> tuple[str, str | None]:
     if not path:
         raise OvsegError("the photo did not arrive as a file; upload it again")
     name = image.get("orig_name") if isinstance(image, dict) else getattr(image, "orig_name", None)
-    return path, name
+    return path, name if isinstance(name, str) else None
 
 
 def _error(message: str) -> tuple:

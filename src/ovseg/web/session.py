@@ -5,13 +5,14 @@ segment, and draw the same pictures as ``ovseg demo``.
     result = session.segment("photo.jpg", "cat, dog, person|man|woman", templates="simple", bg_thresh=0.95)
     result.overlay, result.legend, result.mask_path
 
-A user mistake (not an image, too many pixels, no classes) raises ``OvsegError`` with a one-line message
-that the page shows as it is.
+A user mistake (not an image, too many pixels, no classes, too many prompts) raises ``OvsegError`` with a
+one-line message; ``page_message`` is what the page shows of any error: no server path ever reaches it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import tempfile
 import threading
@@ -26,20 +27,33 @@ from ..demo import label_classes, mask_array, render
 from ..errors import OvsegError
 from ..inference import Segmenter
 from ..inference.preprocess import to_rgb_array
+from ..inference.vocabulary import parse_class_names
+from ..prompts import get_templates
 from ..viz import class_palette
 from ..vocabularies import resolve_vocabulary
 
 MAX_CLASSES = 256
 MAX_CLASSES_TEXT = 10_000  # characters
 MASK_TTL_S = 3600  # mask PNGs older than this are removed from the session's folder
+MASK_STEM_CHARS = 48  # of the upload's name kept in the mask PNG's name
 
 
 @dataclass(frozen=True)
 class WebLimits:
-    """What the page accepts: the upload's size in MB (10^6 bytes) and its width × height in pixels."""
+    """What the page accepts, so that no request can hold the one-job queue for long or grow the server's
+    memory: the upload's size in MB (10^6 bytes) and width × height in pixels, synonyms per class, prompts
+    per request (names × templates, i.e. text-encoder passes), and how many vocabularies' embeddings are kept.
+
+    Defaults: 16 synonyms is well past any natural list (``person|man|woman|child``); 20,480 prompts is the
+    largest class list the page takes (256 one-name classes) with the full 80 templates, and covers every
+    preset (coco_stuff: 171 × 80 = 13,680); 32 vocabularies of at most 256 embeddings are at most 8 MB with the
+    released models' 256-d projection."""
 
     max_upload_mb: float = 20.0
     max_pixels: int = 50_000_000
+    max_synonyms: int = 16
+    max_prompts: int = MAX_CLASSES * 80
+    cached_vocabularies: int = 32
 
     @property
     def max_upload_bytes(self) -> int:
@@ -72,9 +86,10 @@ class WebResult:
     reused: bool
 
 
-def parse_classes(text: str | None) -> list[str]:
+def parse_classes(text: str | None, limits: WebLimits | None = None) -> list[str]:
     """``"cat, dog, person|man|woman"`` -> ["cat", "dog", "person|man|woman"]; a preset name alone
-    (``voc``, ``context``, ``coco``, ``ade``, …) -> its classes; a leading "background" is dropped."""
+    (``voc``, ``context``, ``coco``, ``ade``, …) -> its classes; a leading "background" is dropped.
+    Each class has at most ``limits.max_synonyms`` names."""
     text = (text or "").strip()
     if len(text) > MAX_CLASSES_TEXT:
         raise OvsegError(f"the class list is {len(text)} characters long; at most {MAX_CLASSES_TEXT} are accepted")
@@ -84,13 +99,39 @@ def parse_classes(text: str | None) -> list[str]:
     names = resolve_vocabulary(names)
     if len(names) > MAX_CLASSES:
         raise OvsegError(f"{len(names)} classes given; at most {MAX_CLASSES} are accepted")
+    _check_synonyms(names, limits or WebLimits())
     return names
+
+
+def _check_synonyms(names: list[str], limits: WebLimits) -> None:
+    for synonyms in parse_class_names(names):
+        if len(synonyms) > limits.max_synonyms:
+            shown = "|".join(short_name(s, 24) for s in synonyms[:2])
+            raise OvsegError(f"at most {limits.max_synonyms} synonyms per class ('{shown}|…' has {len(synonyms)}) "
+                             "(ovseg serve --max-synonyms)")
+
+
+def check_prompts(class_names: list[str], templates: str, limits: WebLimits) -> None:
+    """Refuse a request whose text side (every synonym × template) exceeds ``limits.max_prompts``; an
+    unknown template set is refused too (the page offers names only, a hand-made request may not)."""
+    if not isinstance(templates, str):
+        raise OvsegError("the prompt templates must be named: simple, subset or full")
+    n_templates = len(get_templates(templates))
+    n_names = sum(len(synonyms) for synonyms in parse_class_names(class_names))
+    if n_names * n_templates > limits.max_prompts:
+        raise OvsegError(f"this request needs {n_names * n_templates:,} prompts ({n_names} names × {n_templates} "
+                         f"templates); at most {limits.max_prompts:,} are accepted: use fewer classes or synonyms, "
+                         "or fewer templates (ovseg serve --max-prompts)")
 
 
 def read_upload(path: str | Path, limits: WebLimits) -> np.ndarray:
     """The uploaded file -> (H, W, 3) uint8 RGB, EXIF orientation applied. The size in bytes and in pixels
-    is checked before the image is decoded."""
-    size = Path(path).stat().st_size
+    is checked before the image is decoded. Messages name the file by its base name only."""
+    try:
+        size = Path(path).stat().st_size
+    except (OSError, ValueError) as e:
+        raise OvsegError(f"the upload '{short_name(Path(path).name)}' could not be read ({_reason(e)}); "
+                         "upload it again") from e
     if size > limits.max_upload_bytes:
         raise OvsegError(f"the file is {size / 1e6:.1f} MB; this page accepts up to {limits.max_upload_mb:g} MB "
                          "(ovseg serve --max-upload-mb)")
@@ -104,8 +145,7 @@ def read_upload(path: str | Path, limits: WebLimits) -> np.ndarray:
         raise OvsegError(f"the image has too many pixels; this page accepts up to {limits.max_pixels / 1e6:g} "
                          "megapixels (ovseg serve --max-pixels)") from e
     except (OSError, SyntaxError, ValueError) as e:
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
-        raise OvsegError(f"the image could not be decoded; is the file truncated or damaged? ({reason})") from e
+        raise OvsegError(f"the image could not be decoded; is the file truncated or damaged? ({_reason(e)})") from e
 
 
 def _check_pixels(size: tuple[int, int], limits: WebLimits) -> None:
@@ -113,6 +153,39 @@ def _check_pixels(size: tuple[int, int], limits: WebLimits) -> None:
     if width * height > limits.max_pixels:
         raise OvsegError(f"the image is {width}×{height} = {width * height / 1e6:.1f} megapixels; this page "
                          f"accepts up to {limits.max_pixels / 1e6:g} megapixels (ovseg serve --max-pixels)")
+
+
+# a directory part of an absolute POSIX or Windows path: "/tmp/gradio/ab12/" of "/tmp/gradio/ab12/cat.png"
+_DIRECTORY = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[\\/](?:[^\\/\n'\"<>]*[\\/])+")
+_LONG_WORD = re.compile(r"[^\s'\"]{61,}")
+MAX_MESSAGE = 300  # characters of an error message shown on the page
+
+
+def short_name(name: str, limit: int = 60) -> str:
+    """``name`` cut in the middle to ``limit`` characters (its start and extension stay readable)."""
+    return name if len(name) <= limit else f"{name[:limit - 17]}…{name[-16:]}"
+
+
+def public_text(text: str) -> str:
+    """``text`` as the browser may see it: one line, directories stripped from any path (where the server
+    keeps its files is not the browser's business), long names shortened."""
+    line = (text.strip().splitlines() or [""])[0]
+    line = _LONG_WORD.sub(lambda m: short_name(m[0]), _DIRECTORY.sub("", line))
+    return short_name(line, MAX_MESSAGE)
+
+
+def page_message(error: Exception) -> str:
+    """What the page shows for ``error``: a user mistake's own message, or a bug's type and first line (the
+    traceback goes to the server's log); either without server paths."""
+    if isinstance(error, OvsegError):
+        return public_text(str(error))
+    detail = public_text(str(error))
+    return f"unexpected error ({type(error).__name__}{': ' + detail if detail else ''}); see the server's log"
+
+
+def _reason(error: Exception) -> str:
+    """An OS error's reason without its file name ("File name too long"), else its first line, path-free."""
+    return getattr(error, "strerror", None) or public_text(str(error)) or type(error).__name__
 
 
 def legend_rows(mask: np.ndarray, class_names: list[str]) -> list[LegendRow]:
@@ -127,13 +200,15 @@ def legend_rows(mask: np.ndarray, class_names: list[str]) -> list[LegendRow]:
 
 
 class WebSession:
-    """The page's state: one ``Segmenter`` (whose cache keeps the last image's encoding and every
-    vocabulary's embeddings), the last image's group map, and a private folder for the mask PNGs.
-    Calls are serialised by a lock, so the page may run requests on several threads."""
+    """The page's state: one ``Segmenter`` (whose cache keeps the last image's encoding and, bounded here,
+    the last ``limits.cached_vocabularies`` vocabularies' embeddings), the last image's group map, and a
+    private folder for the mask PNGs. Calls are serialised by a lock, so the page may run requests on
+    several threads."""
 
     def __init__(self, segmenter: Segmenter, limits: WebLimits | None = None):
         self.segmenter = segmenter
         self.limits = limits or WebLimits()
+        segmenter.text_cache.resize(self.limits.cached_vocabularies)  # the page's vocabularies come from strangers
         self.workdir = Path(tempfile.mkdtemp(prefix="ovseg-web-"))
         self._lock = threading.Lock()
         self._last_key: str | None = None
@@ -150,8 +225,11 @@ class WebSession:
     def segment(self, path: str | Path, classes: str, templates: str | None = None,
                 bg_thresh: float | None = None, name: str | None = None) -> WebResult:
         """Segment the image file at ``path`` into the comma-separated ``classes``; ``bg_thresh`` None: no
-        background class. ``name``: the upload's original file name (names the mask PNG)."""
-        class_names = parse_classes(classes)
+        background class. ``name``: the upload's original file name (names the mask PNG). The cheap limits
+        (classes, synonyms, prompts) are checked before the image is read."""
+        class_names = parse_classes(classes, self.limits)
+        templates = templates or self.default_templates
+        check_prompts(class_names, templates, self.limits)
         rgb = read_upload(path, self.limits)
         with self._lock:
             start = time.perf_counter()
@@ -177,7 +255,7 @@ class WebSession:
         """``<workdir>/<unique>/<stem>_mask.png``; folders older than ``MASK_TTL_S`` are removed."""
         self._prune()
         folder = Path(tempfile.mkdtemp(dir=self.workdir))
-        path = folder / f"{Path(source_name).stem or 'image'}_mask.png"
+        path = folder / f"{mask_stem(source_name)}_mask.png"
         Image.fromarray(mask).save(path)
         return path
 
@@ -190,3 +268,10 @@ class WebSession:
     def close(self) -> None:
         """Remove the mask folder."""
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def mask_stem(source_name: str) -> str:
+    """The upload's stem as a safe, short file name (the browser chooses the name: any characters, any
+    length; 48 characters of at most 4 UTF-8 bytes each stay far below the file systems' 255 bytes)."""
+    stem = re.sub(r"[^\w.-]+", "_", Path(source_name).stem).strip("._")
+    return stem[:MASK_STEM_CHARS] or "image"
