@@ -18,7 +18,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser("main_seg", description="Zero-shot segmentation evaluation (OVSegmentor harness)")
     p.add_argument("--cfg", required=True, help="test config, e.g. configs/test_voc12.yml")
     p.add_argument("--resume", required=True, help="checkpoint (official .pth or ovseg .safetensors)")
-    p.add_argument("--opts", nargs="+", default=[], help="KEY=VALUE config overrides")
+    p.add_argument("--opts", nargs="+", action="extend", default=[],
+                   help="KEY=VALUE config overrides (may be given more than once)")
     p.add_argument("--output", help="output folder (default output/<config name>[/<tag>])")
     p.add_argument("--tag", help="sub-folder of the output")
     p.add_argument("--data-root", help="benchmark folder (default: evaluate.seg.data_root or ./data/…)")

@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from ovseg.errors import OvsegError
 from ovseg.model.text import build_tokenizer, minilm_dir
-from ovseg.verify import verify_reference
+from ovseg.verify import format_table, infer_step, strided_steps, verify_reference
 
 REFERENCE = Path(__file__).parent / "data" / "reference"
 
@@ -78,3 +80,49 @@ def test_offline_vocabulary_is_the_bert_base_uncased_wordpiece():
     ids = tok(["A [MASK] photo"])["input_ids"][0]
     assert ids == [101, 1037, 103, 6302, 102]
     assert tok.pad_token_id == 0 and tok.unk_token_id == 100
+
+
+def restrided_copy(tmp_path: Path, factor: int, shape: list[int] | None = None) -> tuple[Path, list[str]]:
+    """The reference with every strided entry (rows/cols 0::8) taken every ``factor``-th again, i.e. at step
+    8·factor of the full field, exactly; no entry states its step. ``shape`` overrides the first entry's."""
+    folder = tmp_path / "ref"
+    shutil.copytree(REFERENCE, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    io = load_file(folder / "io.safetensors")
+    strided = [e for e in manifest["outputs"] if e["name"].endswith("_strided")]
+    for entry in strided:
+        assert entry.get("strided_step", 8) == 8
+        io[entry["name"]] = io[entry["name"]][..., ::factor, ::factor].contiguous()
+        entry["shape"] = list(io[entry["name"]].shape)
+        entry.pop("strided_step", None)
+    if shape is not None:
+        strided[0]["shape"] = shape
+    save_file(io, folder / "io.safetensors")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder, [e["name"] for e in strided]
+
+
+def test_a_strided_entry_without_its_step_gets_it_from_its_shape(tmp_path):
+    folder, strided = restrided_copy(tmp_path, 2)  # step 16: 448x672 -> 28x42, 400x600 -> 25x38
+    assert strided_steps(json.loads((folder / "manifest.json").read_text())) == dict.fromkeys(strided, 16)
+    rows = verify_reference(folder)
+    assert all(r.status == "ok" for r in rows if ".tap." not in r.name), format_table(rows)
+    assert {r.name for r in rows} >= set(strided)
+
+
+def test_a_strided_shape_no_step_explains_is_a_one_line_error(tmp_path):
+    folder, strided = restrided_copy(tmp_path, 2, shape=[7, 28, 41])  # ceil(672/s) is never 41
+    with pytest.raises(OvsegError) as err:
+        verify_reference(folder)
+    assert strided[0] in str(err.value) and "no step fits" in str(err.value) and "\n" not in str(err.value)
+    result = subprocess.run([sys.executable, "-m", "ovseg", "verify-reference", str(folder)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith(f"ovseg verify-reference: error: {strided[0]}: cannot infer strided_step")
+
+
+def test_several_fitting_steps_are_an_error_naming_the_entry():
+    assert infer_step("a", (50, 75), (400, 600)) == 8
+    assert infer_step("a", (3, 5), (5, 9)) == 2
+    with pytest.raises(OvsegError, match=r"^a: cannot infer strided_step .*steps 5\.\.8 all fit"):
+        infer_step("a", (1, 2), (5, 9))

@@ -17,8 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "$OVSEG_DATA or ./data plus the usual sub-folder)")
     p.add_argument("--resume", "--checkpoint", dest="resume", required=True, help="ovseg or official checkpoint")
     p.add_argument("--cfg", help="test config (default: the dataset's configs/test_*.yml)")
-    p.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="config overrides, e.g. evaluate.seg.bg_thresh=0.9 evaluate.seg.template=full")
+    p.add_argument("--opts", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. evaluate.seg.bg_thresh=0.9 evaluate.seg.template=full "
+                   "(may be given more than once)")
     p.add_argument("--output", help="folder for results.json")
     p.add_argument("--limit", type=int, help="evaluate only the first N images (a quick look)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")

@@ -11,7 +11,8 @@ EXAMPLE = "ovseg quickstart --output runs/quickstart"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="runs/quickstart", help="output folder (default: runs/quickstart)")
-    p.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE", help="overrides for both stages")
+    p.add_argument("--opts", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="overrides for both stages (may be given more than once)")
     p.add_argument("--stage1-only", action="store_true", help="skip stage 2 (the cross-image mask loss)")
     p.add_argument("--shuffle-captions", action="store_true",
                    help="control experiment: pair every image with another image's caption")

@@ -70,8 +70,10 @@ def check_tokenizer(model_name: str, manifest: dict, io: dict) -> list[Row]:
     return rows
 
 
-def compute_all(model: OVSegmentor, config: dict, manifest: dict, io: dict) -> dict[str, torch.Tensor]:
-    """Every output this folder's inputs allow, keyed by manifest name."""
+def compute_all(model: OVSegmentor, config: dict, manifest: dict, io: dict,
+                steps: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """Every output this folder's inputs allow, keyed by manifest name (``steps``: see ``strided_steps``)."""
+    steps = strided_steps(manifest) if steps is None else steps
     got: dict[str, torch.Tensor] = {}
     seg = config.get("seg", {})
     classes = seg.get("class_names", [])
@@ -97,23 +99,23 @@ def compute_all(model: OVSegmentor, config: dict, manifest: dict, io: dict) -> d
             got.update(O.compute_entity(model, io, got["img.batch224.image_feat_before_proj"]))
         got.update(O.compute_losses(model, io, got))
         if "text.classes.embedding" in got:
-            got.update(_compute_seg(model, config, manifest, io, got["text.classes.embedding"]))
+            got.update(_compute_seg(model, config, manifest, io, got["text.classes.embedding"], steps))
     return got
 
 
-def _compute_seg(model: OVSegmentor, config: dict, manifest: dict, io: dict, text_emb: torch.Tensor) -> dict:
+def _compute_seg(model: OVSegmentor, config: dict, manifest: dict, io: dict, text_emb: torch.Tensor,
+                 steps: dict[str, int]) -> dict:
     seg = config["seg"]
     test_cfg = seg.get("test_cfg", {})
     crop, stride = test_cfg.get("crop_size", [448, 448])[0], test_cfg.get("stride", [224, 224])[0]
     settings = seg.get("settings", [])
     top_k, scale = seg.get("top_k", 5), model.scale()
     names = [e["name"] for e in manifest["outputs"]]
-    steps = _strided_steps(manifest)
     inputs = {e["name"]: e for e in manifest["inputs"]}
     out: dict[str, torch.Tensor] = {}
     heads = sorted({n.split(".")[1] for n in names if n.startswith("seg.")})
     for head in heads:
-        source = "slide_img" if head in ("slide", "whole") else head
+        source = _seg_source(head)
         if f"input.{source}" not in io:
             continue
         image = io[f"input.{source}"]
@@ -129,9 +131,47 @@ def _compute_seg(model: OVSegmentor, config: dict, manifest: dict, io: dict, tex
     return out
 
 
-def _strided_steps(manifest: dict) -> dict[str, int]:
-    """Row/column step of every ``*_strided`` entry: its own ``strided_step``, else 8."""
-    return {e["name"]: int(e.get("strided_step", 8)) for e in manifest["outputs"] if e["name"].endswith("_strided")}
+def _seg_source(head: str) -> str:
+    """The input a ``seg.<head>.*`` entry is computed from."""
+    return "slide_img" if head in ("slide", "whole") else head
+
+
+def strided_steps(manifest: dict) -> dict[str, int]:
+    """Row/column step of every strided ``seg.*`` entry: its own ``strided_step``, else the one its shape
+    implies (sets may subsample by any step to stay small, without always saying which)."""
+    inputs = {e["name"]: e for e in manifest["inputs"]}
+    steps = {}
+    for entry in manifest["outputs"]:
+        name = entry["name"]
+        if not (name.startswith("seg.") and name.endswith("_strided")):
+            continue
+        if "strided_step" in entry:
+            steps[name] = int(entry["strided_step"])
+            continue
+        full = _full_size(inputs.get(f"input.{_seg_source(name.split('.')[1])}"), name.rsplit(".", 1)[1])
+        if full is not None:
+            steps[name] = infer_step(name, tuple(entry["shape"][-2:]), full)
+    return steps
+
+
+def _full_size(source: dict | None, field: str) -> tuple[int, int] | None:
+    """(H, W) a strided field was subsampled from: the input's size before the resize, ``ori_shape`` after."""
+    if source is None or field not in ("avg_logits_strided", "final_logits_strided"):
+        return None
+    size = source["shape"][-2:]
+    if field == "final_logits_strided":
+        size = source.get("ori_shape", size)[:2]
+    return tuple(size)
+
+
+def infer_step(name: str, shape: tuple[int, int], full: tuple[int, int]) -> int:
+    """The one step s with ``shape == ceil(full / s)`` (rows 0::s of ``full``); none or several is an error."""
+    fits = [s for s in range(1, max(full) + 2) if tuple(-(-n // s) for n in full) == tuple(shape)]
+    if len(fits) != 1:
+        found = f"steps {fits[0]}..{fits[-1]} all fit" if fits else "no step fits"
+        raise OvsegError(f"{name}: cannot infer strided_step from shape {list(shape)} of the {full[0]}x{full[1]} "
+                         f"field ({found}); state strided_step in the manifest entry")
+    return fits[0]
 
 
 def compare(entry: dict, got: torch.Tensor | None) -> Row:
@@ -169,9 +209,10 @@ def verify_reference(folder: str | Path, device: str = "cpu") -> list[Row]:
     config, manifest, weights, io = _read_folder(folder)
     # the reference is float32: no TF32 shortcuts in cuDNN convolutions or matmuls on GPUs
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    steps = strided_steps(manifest)  # a manifest mistake fails before the model is built
     model = build_reference_model(config, weights).to(device)
     rows = check_tokenizer(model.cfg.text_encoder.name, manifest, io)
-    got = compute_all(model, config, manifest, {k: v.to(device) for k, v in io.items()})
+    got = compute_all(model, config, manifest, {k: v.to(device) for k, v in io.items()}, steps)
     got = {k: v.detach().cpu() for k, v in got.items()}
     for entry in manifest["outputs"]:
         if entry["name"] not in io:
