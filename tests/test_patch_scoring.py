@@ -8,7 +8,7 @@ import torch
 
 import ovseg
 from ovseg.config import load_config
-from ovseg.errors import OvsegError
+from ovseg.errors import ConfigError, OvsegError
 from ovseg.factory import preset_path
 
 
@@ -120,9 +120,9 @@ def test_patch_scoring_on_a_model_with_blocks_after_the_grouping_is_one_line(tin
     cfg.scoring = "patches"
     with pytest.raises(OvsegError, match=r"scoring=patches needs one grouping block .* has depths \[2, 2\]"):
         ovseg.Segmenter(model, cfg)
-    cfg.scoring = "pixels"
-    with pytest.raises(OvsegError, match="evaluate.seg.scoring: expected 'groups' or 'patches', got 'pixels'"):
-        ovseg.Segmenter(model, cfg)
+    with pytest.raises(ConfigError, match=r"evaluate.seg.scoring': Invalid value 'pixels', expected one of "
+                       r"\['groups', 'patches'\]"):  # the schema's list, when the config is loaded
+        ovseg.load_config(None, ["evaluate.seg.scoring=pixels"])
 
 
 @pytest.mark.parametrize("scoring", ["patches", "groups"])

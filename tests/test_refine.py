@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ovseg
-from ovseg.errors import OvsegError
+from ovseg.errors import ConfigError
 from ovseg.inference.refine import neighbour_affinity, refine_masks
 
 
@@ -63,9 +63,9 @@ def test_segmenter_refines_only_when_asked(tiny_checkpoint, photos):
     segmenter.cfg.refine_iterations = 1  # same image (cached encoding), other setting: refined again
     once = segmenter.predict(photos["coffee"], ["cat", "dog", "sky"])
     assert not torch.equal(once.logits, refined.logits)
-    cfg.refine = "crf"
-    with pytest.raises(OvsegError, match="evaluate.seg.refine: expected 'none' or 'pamr', got 'crf'"):
-        ovseg.Segmenter(model, cfg)
+    with pytest.raises(ConfigError, match=r"evaluate.seg.refine': Invalid value 'crf', expected one of "
+                       r"\['none', 'pamr'\]"):
+        ovseg.load_config(None, ["evaluate.seg.refine=crf"])
 
 
 def test_refining_the_window_group_maps_equals_refining_the_averaged_class_maps():

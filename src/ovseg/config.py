@@ -9,17 +9,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
 
+# Every enumerated setting, declared once: a bad value fails at config load with the allowed list, and code
+# that needs the list reads it from here (``typing.get_args``).
+Stem = Literal["patch", "conv"]  # patch: one strided conv (GroupViT, official weights); conv: a small conv stack
+SegmentValues = Literal["tokens", "stem"]  # what a segment averages: its patches' tokens (GroupViT) | stem features
+Pooling = Literal["cls", "mean"]
+AttentionKernel = Literal["sdpa", "eager"]
+MultiLabelPooling = Literal["mean", "max"]  # mean: the pooled embedding (GroupViT) | max: each prompt's best segment
+Templates = Literal["simple", "subset", "full", "identity"]  # 1, 7 or 80 prompt templates, or the bare name
+WindowMode = Literal["slide", "whole"]
+Background = Literal["threshold", "learned"]  # threshold (the original) | learned (needs model.learned_background)
+InferencePrecision = Literal["fp32", "bf16-matmul", "bf16"]
+Refinement = Literal["none", "pamr"]  # none (the original) | pamr: colour-affinity refinement of the class maps
+Scoring = Literal["groups", "patches"]  # groups (the original) | patches: every patch as a one-patch segment
+DataType = Literal["scenes", "webdataset", "csv", "folder"]  # scenes: embedded, no files; else caption corpora
+Augment = Literal["paper", "none"]  # paper (spec §2.5; stage 2: crop + flip) | none (centre square; tests)
+TrainingPrecision = Literal["auto", "fp32", "bf16", "bf16-stem"]
+DistBackend = Literal["auto", "nccl", "gloo"]
+
 
 @dataclass
 class ImageEncoderConfig:
-    type: str = "GroupViT"
+    type: Literal["GroupViT"] = "GroupViT"
     img_size: int = 224
     patch_size: int = 16
     in_chans: int = 3
@@ -35,11 +53,11 @@ class ImageEncoderConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1
     patch_norm: bool = False
-    stem: str = "patch"  # patch: one strided conv (GroupViT, official weights); conv: a small conv stack
+    stem: Stem = "patch"
     center_assign_keys: bool = False  # assignment logits on keys centred per image (ovseg; off in GroupViT)
     group_token_residual: bool = True  # segment = its patches + its group token (GroupViT); false: patches only
     stem_extra_convs: int = 0  # conv stem only: stride-1 3x3 convolutions at the patch grid
-    segment_values: str = "tokens"  # what a segment averages: its patches' tokens (GroupViT) | stem (local) features
+    segment_values: SegmentValues = "tokens"
     hard_assignment: bool = True
     gumbel_tau: float = 1.0
     fixed: bool = False
@@ -50,10 +68,10 @@ class TextEncoderConfig:
     name: str = "bert-base-uncased"  # builtin (bert-base-uncased, roberta-base, minilm-l6), folder or hub id
     pretrained: bool = False  # load the weights of `name` (False: built from its config; weights from a ckpt)
     hf_overrides: dict[str, Any] = field(default_factory=dict)  # transformers config fields to change
-    attn_implementation: str = "sdpa"
+    attn_implementation: AttentionKernel = "sdpa"
     tokenizer: str | None = None  # default: the tokenizer of `name`
     max_length: int = 77
-    pooling: str = "cls"
+    pooling: Pooling = "cls"
     center_features: bool = False  # subtract the training captions' mean pooled feature (frozen encoders)
     fixed: bool = False
 
@@ -67,7 +85,7 @@ class EntityDecoderConfig:
 
 @dataclass
 class ModelConfig:
-    type: str = "OVSegmentor"
+    type: Literal["OVSegmentor"] = "OVSegmentor"
     img_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     output_dim: int = 256
@@ -85,7 +103,7 @@ class ModelConfig:
     momentum: float = 0.99
     # ovseg additions (0/False = the original method): group-level supervision from the caption's entities
     multi_label_weight: float = 0.0  # GroupViT's multi-label prompt loss on the pooled embedding
-    multi_label_pooling: str = "mean"  # mean: on the pooled embedding (GroupViT) | max: each prompt's best segment
+    multi_label_pooling: MultiLabelPooling = "mean"
     patch_label_weight: float = 0.0  # the prompt loss with each prompt scored by its best patch (scoring: patches)
     group_entity_weight: float = 0.0  # segment-level MIL loss (needs learned_background)
     learned_background: bool = False  # a learned "background" embedding, used as a class at inference
@@ -99,20 +117,20 @@ class SegConfig:
     dataset: str | None = "voc"
     data_root: str | None = None  # benchmark folder; None: $OVSEG_DATA/<default> or ./data/<default>
     bg_thresh: float | None = 0.95  # None: no background class (ADE20K)
-    template: str = "simple"  # simple (1) | subset (7) | full (80) | identity
+    template: Templates = "simple"
     top_k: int = 5
-    mode: str = "slide"  # slide | whole
+    mode: WindowMode = "slide"
     crop_size: int = 448
     stride: int = 224
     short_side: int = 448
     max_long_side: int = 2048
     batch_crops: int = 8
-    background: str = "threshold"  # threshold (the original) | learned (needs model.learned_background)
-    precision: str = "fp32"  # fp32 (exact) | bf16-matmul (bf16 matrix products, fp32 elsewhere) | bf16 (autocast)
-    refine: str = "none"  # none (the original) | pamr: colour-affinity refinement of the class maps (TCL's)
+    background: Background = "threshold"
+    precision: InferencePrecision = "fp32"  # fp32 (exact) | bf16-matmul (bf16 products, fp32 elsewhere) | bf16
+    refine: Refinement = "none"
     refine_iterations: int = 10
     refine_temperature: float = 0.3  # affinity exp(-|colour difference| / (temperature x local std))
-    scoring: str = "groups"  # groups (the original) | patches: every patch as a one-patch segment of its group
+    scoring: Scoring = "groups"
     flip: bool = False  # also segment each window mirrored left-right and average (flip test-time augmentation)
     rotate: bool = False  # also segment each window turned by 90, 180 and 270 degrees (with flip: 8 views)
 
@@ -141,12 +159,12 @@ class ScenesConfig:
 
 @dataclass
 class DataConfig:
-    type: str = "scenes"  # scenes (embedded, no files) | webdataset | csv | folder (caption corpora, docs/data.md)
+    type: DataType = "scenes"  # caption corpora: docs/data.md
     batch_size: int = 256  # per process
     num_workers: int = 0
     image_size: int = 224
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
-    answer_templates: str = "full"  # templates whose prefix starts the entity answer prompt
+    answer_templates: Templates = "full"  # templates whose prefix starts the entity answer prompt
     cross_entity_template: str = "A photo of {}"
     entity_vocabulary: str | None = None  # JSON file; default: the paper's 100 words / 73 entities
     legacy_entity_strip: bool = False  # reproduce the original's strip("'s") matching bug
@@ -155,7 +173,7 @@ class DataConfig:
     shards: str | None = None  # webdataset: a prepared folder, a folder of .tar, a .tar, or brace patterns joined by ::
     meta_file: str | None = None  # csv: metafile with columns image_id, caption (+ optional pairindex, pairentity)
     image_root: str | None = None  # csv: folder image_id is relative to (default: the metafile's); folder: the images
-    augment: str = "paper"  # paper (spec §2.5; stage 2: crop + flip) | none (centre square; tests); not for scenes
+    augment: Augment = "paper"  # not for scenes
     shuffle_buffer: int = 2000  # streaming: encoded samples shuffled locally after each epoch's shard shuffle
 
 
@@ -174,13 +192,13 @@ class TrainConfig:
     eps: float = 1e-8
     clip_grad: float = 5.0
     accumulation_steps: int = 1
-    amp: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32 | bf16-stem (only the image stem in bf16)
+    amp: TrainingPrecision = "auto"  # auto: bf16 on CUDA, fp32 on CPU; bf16-stem: only the image stem in bf16
     soft_assignment_fraction: float = 0.0  # train with soft grouping for this first fraction of steps
     text_cache_bf16: bool = False  # fill the frozen-text feature cache under bf16 autocast
     text_cache_file: str | None = None  # keep frozen-text features on disk between runs
     log_every: int = 10
     device: str = "auto"  # auto | cpu | cuda (one GPU per process: cuda:LOCAL_RANK under torchrun/srun)
-    dist_backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    dist_backend: DistBackend = "auto"  # auto: nccl on CUDA, gloo on CPU
     dist_timeout_s: int = 600  # rendezvous and collective timeout: a missing rank fails after this, no hang
     compile: bool = False  # torch.compile the image and text encoders, heads, entity decoder (BENCHMARKS.md: +5 %)
 

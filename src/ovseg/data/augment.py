@@ -16,6 +16,7 @@ move to the GPU later.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import get_args
 
 import numpy as np
 import torch
@@ -29,12 +30,13 @@ from kornia.enhance import (
 )
 from kornia.geometry.transform import rotate, shear, translate
 
+from ..config import Augment
 from ..errors import ConfigError
 from .decode import Box, decode_region
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-MODES = ("paper", "none")
+MODES = get_args(Augment)
 
 
 _MEAN, _STD = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)

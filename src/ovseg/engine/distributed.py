@@ -20,10 +20,12 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
+from typing import get_args
 
 import torch
 import torch.distributed as dist
 
+from ..config import DistBackend
 from ..errors import OvsegError
 
 log = logging.getLogger(__name__)
@@ -101,8 +103,8 @@ def first_slurm_host(nodelist: str) -> str:
 def pick_backend(requested: str, device_type: str) -> str:
     if requested == "auto":
         return "nccl" if device_type == "cuda" else "gloo"
-    if requested not in ("nccl", "gloo"):
-        raise DistributedError(f"train.dist_backend: expected auto, nccl or gloo, got '{requested}'")
+    if requested not in get_args(DistBackend):
+        raise DistributedError(f"train.dist_backend: expected one of {get_args(DistBackend)}, got '{requested}'")
     if requested == "nccl" and device_type != "cuda":
         raise DistributedError("train.dist_backend=nccl needs CUDA devices (use gloo on CPU)")
     return requested

@@ -24,6 +24,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from ..checkpoints.training import (
     model_config_change,
     save_training_checkpoint,
 )
+from ..config import TrainingPrecision
 from ..data.builder import build_collator, build_train_dataset, scene_split
 from ..data.scenes.dataset import class_names
 from ..errors import ConfigError, OvsegError
@@ -73,7 +75,7 @@ class TrainResult:
     steps: int
 
 
-AMP_MODES = ("auto", "fp32", "bf16", "bf16-stem")
+AMP_MODES = get_args(TrainingPrecision)
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -350,8 +352,11 @@ def check_finite(parts: dict[str, torch.Tensor], step: int, output: Path) -> Non
     """Stop with the step and the loss part when a loss is NaN or infinite (host sync: log steps only)."""
     bad = [k for k, v in parts.items() if k != "grad_norm" and not math.isfinite(float(v))]
     if bad:
-        latest = output / "checkpoints" / "latest.json"
-        keep = json.loads(latest.read_text())["weights"] if latest.is_file() else "none yet"
+        try:
+            found = latest_checkpoint(output / "checkpoints")
+        except OvsegError:
+            found = None
+        keep = found[0].name if found else "none yet"
         raise NonFiniteLoss(f"step {step}: loss '{bad[0]}' is {float(parts[bad[0]])}; stopped "
                             f"(last good checkpoint: {keep})")
 

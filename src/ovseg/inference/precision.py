@@ -10,12 +10,14 @@
 from __future__ import annotations
 
 import contextlib
+from typing import get_args
 
 import torch
 
+from ..config import InferencePrecision
 from ..errors import ConfigError
 
-PRECISIONS = ("fp32", "bf16-matmul", "bf16")
+PRECISIONS = get_args(InferencePrecision)
 
 
 @contextlib.contextmanager

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import nn
 
+from ..config import Pooling
 from ..errors import ConfigError
 
 # Configurations of the well-known encoders, so that they can be built without any download.
@@ -135,8 +136,8 @@ class TextEncoder(nn.Module):
 
     def __init__(self, transformer: nn.Module, pooling: str = "cls", center: bool = False):
         super().__init__()
-        if pooling not in ("cls", "mean"):
-            raise ConfigError(f"model.text_encoder.pooling: expected 'cls' or 'mean', got '{pooling}'")
+        if pooling not in get_args(Pooling):
+            raise ConfigError(f"model.text_encoder.pooling: expected one of {get_args(Pooling)}, got '{pooling}'")
         self.transformer = transformer
         self.pooling = pooling
         self.width = transformer.config.hidden_size

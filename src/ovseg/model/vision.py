@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import SegmentValues, Stem
 from .grouping import Assignment, GroupingBlock
 from .layers import AttnBlock, Mlp
 
@@ -67,7 +69,7 @@ def conv_stem(patch_size: int, in_chans: int, embed_dim: int, norm: bool, extra_
     return PatchEmbed(patch_size, in_chans, embed_dim, norm, proj=nn.Sequential(*layers))
 
 
-STEMS = ("patch", "conv")
+STEMS = get_args(Stem)
 
 
 class MixerMlp(Mlp):
@@ -137,8 +139,8 @@ class GroupViT(nn.Module):
         super().__init__()
         _check_stages(depths, num_heads, num_group_tokens, num_output_groups, embed_factors)
         self.patch_size = patch_size
-        if segment_values not in ("tokens", "stem"):
-            raise ValueError(f"segment_values must be 'tokens' or 'stem', got '{segment_values}'")
+        if segment_values not in get_args(SegmentValues):
+            raise ValueError(f"segment_values must be one of {get_args(SegmentValues)}, got '{segment_values}'")
         self.segment_values = segment_values
         self.base_grid = (img_size // patch_size, img_size // patch_size)
         if stem not in STEMS:
