@@ -277,3 +277,64 @@ def test_modes_aliases_and_name_collisions(tmp_path):
         (tmp_path / name).write_bytes(b"")
     stems = demo.output_stems(sorted(tmp_path.iterdir()), tmp_path)
     assert sorted(str(s) for s in stems.values()) == ["a.jpg", "a.png", "b"]
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_preset_vocabulary_uses_its_benchmark_config(preset):
+    """--vocab <preset> without --cfg: the settings (background threshold) of the benchmark of that class list."""
+    from ovseg.evaluation import BENCHMARKS
+    from ovseg.factory import preset_path
+
+    (bench,) = (b for b in BENCHMARKS.values() if b.classes == PRESETS[preset])
+    expected = load_config(preset_path(bench.config)).evaluate.seg
+    seg, _ = cli_demo._seg_config(None, [preset], [])
+    assert seg.dataset == expected.dataset == bench.name
+    assert seg.bg_thresh == expected.bg_thresh
+    assert cli_demo._seg_config(None, ["cat", "dog"], [])[0].bg_thresh == 0.95  # a custom vocabulary: VOC's
+
+
+def test_output_names_never_collide(tmp_path):
+    """Whole relative paths are kept where a stem would be shared, and a kept stem is nobody's whole path;
+    the choice depends on the set of names, not on their order."""
+    names = ["a.jpg", "a.png", "a.jpg.png", "a", "b.tar.gz", "b.tar", "c.jpg", "c_layer0.jpg", "sub/a.jpg"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    files = [tmp_path / n for n in names]
+    stems = demo.output_stems(files, tmp_path)
+    assert {str(stems[tmp_path / n]) for n in ("a.jpg", "a.png", "a.jpg.png", "a", "c.jpg", "sub/a.jpg")} == {
+        "a.jpg", "a.png", "a.jpg.png", "a", "c", "sub/a"}
+    assert str(stems[tmp_path / "b.tar.gz"]) == "b.tar.gz" and str(stems[tmp_path / "b.tar"]) == "b"
+    assert demo.output_stems(files[::-1], tmp_path) == stems
+    for mode in demo.MODES:
+        ext = ".png" if mode in demo.PNG_MODES else ".jpg"
+        suffixes = ["_layer0", "_layer1"] if mode == "all_groups" else [""]
+        outputs = [f"{s}{x}{ext}" for s in stems.values() for x in suffixes]
+        assert len(set(outputs)) == len(outputs), mode
+    renamed = demo.renamed_outputs(stems, tmp_path)
+    assert sorted(str(p.relative_to(tmp_path)) for p in renamed) == ["a.jpg", "a.jpg.png", "a.png", "b.tar.gz"]
+
+
+def test_same_name_other_extension_gives_distinct_outputs(capsys, tiny_checkpoint, tmp_path):
+    """a.jpg, a.png and a.jpg.png used to share outputs (one overwriting another while "3 done" was
+    reported); now each has its own per mode, and the summary says which were renamed."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    colours = {"a.jpg": (200, 30, 30), "a.png": (30, 200, 30), "a.jpg.png": (30, 30, 200)}
+    for name, colour in colours.items():
+        Image.new("RGB", (40, 32), colour).save(folder / name, format="PNG" if name.endswith(".png") else "JPEG")
+    out = tmp_path / "o"
+    rc, stdout, _ = run_cli(capsys, "--resume", tiny_checkpoint, "--vis", "input", "mask", "all_groups",
+                            "--vocab", "cat", "dog", "--image_folder", folder, "--output_folder", out, "--opts", *FAST)
+    assert rc == 0 and "3 images done, 0 failed" in stdout
+    assert sorted(p.name for p in (out / "input").iterdir()) == ["a.jpg.jpg", "a.jpg.png.jpg", "a.png.jpg"]
+    assert sorted(p.name for p in (out / "mask").glob("a*")) == ["a.jpg.png", "a.jpg.png.png", "a.png.png"]
+    assert len(list((out / "all_groups").iterdir())) == 3 * len(list((out / "all_groups").glob("a.png_layer*")))
+    for name, colour in colours.items():  # nothing overwritten: each output shows its own input
+        pixel = np.asarray(Image.open(out / "input" / f"{name}.jpg"))[16, 20]
+        assert np.abs(pixel.astype(int) - colour).max() < 8, (name, pixel)
+    assert ("3 outputs renamed to avoid collisions" in stdout and "a.jpg -> a.jpg.<ext>" in stdout
+            and "a.jpg.png -> a.jpg.png.<ext>" in stdout and "a.png -> a.png.<ext>" in stdout), stdout
+    summary = demo.run_demo(ovseg.Segmenter.from_checkpoint(tiny_checkpoint), folder, tmp_path / "api",
+                            demo.DemoOptions(modes=("input",), class_names=["cat"]))
+    assert {p.name: str(s) for p, s in summary.renamed.items()} == {n: n for n in colours}

@@ -5,8 +5,10 @@
                                                             class_names=["cat", "dog", "person|man|woman"]))
 
 Outputs go to ``OUT/<mode>/<path relative to the input folder>`` with the extension of the mode (``mask``
-and ``pred`` PNG, the others JPEG), each written atomically; the input folder is only read. ``mask`` holds
-label indices (0 = background, k = the k-th class) and ``OUT/mask/classes.json`` says what they mean.
+and ``pred`` PNG, the others JPEG), each written atomically; the input folder is only read. Inputs whose
+names differ only by extension keep it (``a.jpg``, ``a.png`` -> ``a.jpg.png``, ``a.png.png``; see
+``output_stems``), and the summary lists them. ``mask`` holds label indices (0 = background, k = the k-th
+class) and ``OUT/mask/classes.json`` says what they mean.
 No printing here: results are returned (and failures logged at debug level); the CLI reports them.
 """
 
@@ -64,10 +66,13 @@ class ImageResult:
 
 @dataclass
 class DemoSummary:
-    """Every input's result, in order, and the seconds spent on them (model loading not included)."""
+    """Every input's result, in order, the seconds spent on them (model loading not included), and the
+    inputs whose output name keeps their extension because another input has the same name without it
+    (input -> output path relative to ``OUT/<mode>/``, minus the mode's extension)."""
 
     results: list[ImageResult]
     seconds: float
+    renamed: dict[Path, Path] = field(default_factory=dict)
 
     @property
     def done(self) -> int:
@@ -119,12 +124,22 @@ def find_images(folder: str | Path, recursive: bool = False, exclude: str | Path
 
 def output_stems(files: list[Path], folder: str | Path) -> dict[Path, Path]:
     """Each input -> its output path without extension, relative to ``OUT/<mode>/``: the input's relative
-    path minus its suffix; two inputs that would collide (``a.jpg``, ``a.png``) keep their suffix."""
-    stems = {f: f.relative_to(folder).with_suffix("") for f in files}
-    seen: dict[Path, int] = {}
+    path minus its suffix (``a.jpg`` -> ``a``), or the whole relative path when that stem is shared by another
+    input or equals another's whole path (``a.jpg``, ``a.png``, ``a.jpg.png`` -> ``a.jpg``, ``a.png``,
+    ``a.jpg.png``). Whole paths are distinct, and a kept stem is neither shared nor anyone's whole path,
+    so no two inputs ever share an output; the choice depends on the set of names only (not their order)."""
+    whole = {f: f.relative_to(folder) for f in files}
+    stems = {f: rel.with_suffix("") for f, rel in whole.items()}
+    count: dict[Path, int] = {}
     for stem in stems.values():
-        seen[stem] = seen.get(stem, 0) + 1
-    return {f: (s if seen[s] == 1 else f.relative_to(folder)) for f, s in stems.items()}
+        count[stem] = count.get(stem, 0) + 1
+    taken = set(whole.values())
+    return {f: stem if count[stem] == 1 and stem not in taken else whole[f] for f, stem in stems.items()}
+
+
+def renamed_outputs(stems: dict[Path, Path], folder: str | Path) -> dict[Path, Path]:
+    """The inputs whose output keeps their extension to avoid a collision (input -> output stem)."""
+    return {f: stem for f, stem in stems.items() if stem != f.relative_to(folder).with_suffix("")}
 
 
 def check_output_folder(image_folder: str | Path, output_folder: str | Path) -> None:
@@ -262,4 +277,5 @@ def run_demo(segmenter: Segmenter, image_folder: str | Path, output_folder: str 
     start = time.perf_counter()
     results = segment_folder(segmenter, files, image_folder, output_folder, options)
     done = list(progress(results, len(files)) if progress else results)
-    return DemoSummary(done, time.perf_counter() - start)
+    renamed = renamed_outputs(output_stems(files, image_folder), image_folder)
+    return DemoSummary(done, time.perf_counter() - start, renamed)

@@ -11,3 +11,7 @@ class ConfigError(OvsegError):
 
 class CheckpointError(OvsegError):
     """A checkpoint that is missing, truncated, unsafe or of another architecture."""
+
+
+class ImageError(OvsegError):
+    """An image file that cannot be used: missing, not decodable, or over ovseg's pixel limit."""

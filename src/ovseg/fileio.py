@@ -1,22 +1,64 @@
-"""Files written atomically: a killed run never leaves a half-written output or checkpoint."""
+"""Files written atomically: a killed run or a power cut never leaves a half-written output or checkpoint.
+
+The temporary file is created the way any new file is (mode 0o666 filtered by the umask, or the folder's
+default ACL), so outputs keep the permissions the user chose; tempfile.mkstemp would make them 0600.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: a killed run never leaves a half-written file."""
+    """Call ``write(tmp_path)``, make the data durable, then rename onto ``path``: readers see the old file
+    or the whole new one, never a part. ``write`` writes by path (PIL, torch.save, safetensors)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temporary(path)
     try:
-        write(tmp)
+        write(str(tmp))
+        _fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+def _create_temporary(path: Path) -> Path:
+    """A new, empty hidden file beside ``path``, created with O_EXCL (never an existing file or link)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def _fsync_path(path: Path) -> None:
+    """Flush the file's data to disk: the rename must not become durable before the data it points to.
+    The file is reopened because ``write`` wrote (and closed) it by path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable; best effort (some platforms and file systems refuse to sync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

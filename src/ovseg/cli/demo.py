@@ -15,8 +15,7 @@ HELP = "Segment every image of a folder with any vocabulary and write pictures f
 EXAMPLE = ("ovseg demo --resume ovsegmentor.pth --image_folder photos/ --output_folder out/ "
            "--vis input_pred_label mask --vocab cat dog \"potted plant\" \"person|man|woman\"")
 MODES_HELP = "input, pred, input_pred, input_pred_label, mask, all_groups, first_group, final_group"
-# --cfg when it is not given: the benchmark config of a preset vocabulary (its background threshold)
-PRESET_CONFIGS = {"voc": "test_voc12", "context": "test_voc_context", "coco": "test_coco", "ade": "test_ade20k"}
+DEFAULT_CONFIG = "test_voc12"  # --cfg when it is not given and the vocabulary is not a preset
 # seed --opts keys that only matter for training from scratch: the weights come from --resume
 IGNORED_OPTS = ("model.img_encoder.imgnet_pretrained",)
 log = logging.getLogger(__name__)
@@ -51,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16-matmul", "bf16"),
                    help="image-encoder precision (default fp32, exact; bf16-matmul: faster, BENCHMARKS.md)")
     p.add_argument("--recursive", action="store_true", help="also segment the images of sub-folders")
-    p.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--opts", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="config overrides (may be given more than once)")
     p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
 
 
@@ -88,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{summary.done} image{'' if summary.done == 1 else 's'} done, {failed} failed, "
           f"{summary.seconds_per_image:.2f} s per image "
           f"-> {Path(args.output_folder)}/ ({', '.join(options.modes)})")
+    if summary.renamed:
+        shown = [f"{path.relative_to(args.image_folder)} -> {stem}.<ext>" for path, stem in summary.renamed.items()]
+        print(f"{len(shown)} output{'' if len(shown) == 1 else 's'} renamed to avoid collisions (inputs differing "
+              f"only by extension keep it): {', '.join(shown[:5])}{' …' if len(shown) > 5 else ''}")
     return 1 if failed else 0
 
 
@@ -107,7 +111,7 @@ def _seg_config(cfg: str | None, vocab: list[str], opts: list[str]):
     from ..factory import CONFIG_DIR, preset_path
 
     if cfg is None:
-        cfg = PRESET_CONFIGS.get(vocab[0] if len(vocab) == 1 else "", "test_voc12")
+        cfg = _preset_config(vocab)
     elif not Path(cfg).is_file() and (CONFIG_DIR / Path(cfg).name).is_file():
         cfg = str(CONFIG_DIR / Path(cfg).name)  # the seed's configs/x.yml, run from another folder
     ignored = [o for o in opts if o.startswith(IGNORED_OPTS)]
@@ -116,6 +120,17 @@ def _seg_config(cfg: str | None, vocab: list[str], opts: list[str]):
     opts = [o for o in opts if o not in ignored]
     full = load_config(preset_path(cfg), opts)
     return full.evaluate.seg, [o for o in opts if o.startswith("model.")]
+
+
+def _preset_config(vocab: list[str]) -> str:
+    """The benchmark config of a preset vocabulary (its background threshold), else ``DEFAULT_CONFIG``; the
+    benchmark table is the one place that pairs a class list with its config."""
+    from ..evaluation.benchmarks import get_benchmark
+    from ..vocabularies import PRESETS
+
+    if len(vocab) != 1 or vocab[0] not in PRESETS:
+        return DEFAULT_CONFIG
+    return get_benchmark(vocab[0]).config
 
 
 def _bg_thresh(value: str | None, default: float | None) -> float | None:

@@ -3,6 +3,8 @@
 A JPEG is decoded with PIL's ``draft`` mode (DCT scaling by 1/2, 1/4 or 1/8) to the smallest size that
 still gives the crop at least the output resolution, which makes decoding of large photos several times
 faster. The crop is then resized with PIL's antialiased bilinear filter, as torchvision's PIL path does.
+An image whose header claims more than ``max_pixels`` (default: ovseg's one MAX_IMAGE_PIXELS setting, see
+``ovseg.inference.preprocess``) is skipped before any decoding.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+from ..inference.preprocess import MAX_IMAGE_PIXELS, open_lazily, pixel_limit_refusal
 from .samples import SkippedSample
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom in pixels of the full image
@@ -26,17 +29,23 @@ def _why(e: Exception) -> str:
     return re.sub(r"<_io\.BytesIO object at \w+>", "data", str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
-def open_image(data: bytes, where: str) -> Image.Image:
-    """The lazily decoded image; SkippedSample('corrupt image') when the header is not an image."""
+def open_image(data: bytes, where: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """The lazily decoded image; SkippedSample('corrupt image') when the header is not an image or
+    claims more than ``max_pixels`` pixels."""
     try:
-        return Image.open(io.BytesIO(data))
+        img = open_lazily(io.BytesIO(data))
     except _DECODE_ERRORS as e:
         raise SkippedSample("corrupt image", f"{where} ({_why(e)})") from e
+    refusal = pixel_limit_refusal(img.size, max_pixels)
+    if refusal:
+        raise SkippedSample("corrupt image", f"{where} ({refusal})")
+    return img
 
 
-def decode_region(data: bytes, region: Callable[[int, int], Box], size: int, where: str) -> np.ndarray:
+def decode_region(data: bytes, region: Callable[[int, int], Box], size: int, where: str,
+                  max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """(size, size, 3) uint8 RGB of the box ``region(width, height)`` of the encoded image."""
-    img = open_image(data, where)
+    img = open_image(data, where, max_pixels)
     try:
         width, height = img.size
         box = region(width, height)
@@ -66,10 +75,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def verify_image(data: bytes, where: str) -> str:
+def verify_image(data: bytes, where: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str:
     """The file extension for the image's format, after a cheap (drafted) full decode; SkippedSample if
     the data is not a readable image. Used by ``ovseg prepare`` so shards hold only decodable images."""
-    img = open_image(data, where)
+    img = open_image(data, where, max_pixels)
     try:
         img.draft("RGB", (64, 64))
         img.load()

@@ -29,7 +29,7 @@ import logging
 import multiprocessing
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from itertools import chain, islice
@@ -200,11 +200,11 @@ def write_chunk(chunk: Chunk, opts: Options, output: str) -> dict:
             for sample in _chunk_samples(chunk):
                 _write_sample(tar, sample, chunk.number, meta, extractor, ids, opts)
         table = scan_tar(tmp).table
-        _publish(index_path(shard), lambda t: _save_npy(t, table))
+        atomic_write(index_path(shard), lambda t: _save_npy(t, table))
         meta["skipped"] = dict(sorted(meta["skipped"].items()))
-        _publish(meta_path(shard), lambda t: Path(t).write_text(json.dumps(meta, sort_keys=True)))
+        atomic_write(meta_path(shard), lambda t: Path(t).write_text(json.dumps(meta, sort_keys=True)))
 
-    _publish(shard, write_tar)
+    atomic_write(shard, write_tar)
     return meta
 
 
@@ -228,23 +228,6 @@ def _write_sample(tar: TarWriter, sample: RawSample | SkippedSample, number: int
                "json": info.encode("utf-8")})
     meta["entities"].append([ids[e] for e in entities])
     meta["count"] += 1
-
-
-def _publish(path: Path, write: Callable[[str], None]) -> None:
-    """atomic_write, with the permissions of a normally created file (its temporary file is private)."""
-
-    def write_readable(tmp: str) -> None:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-
-    atomic_write(path, write_readable)
-
-
-@lru_cache(maxsize=1)
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
@@ -288,7 +271,7 @@ def _claim_output(output: Path, opts: Options) -> None:
     output.mkdir(parents=True, exist_ok=True)
     for stale in output.glob(".*.tmp"):  # temporary files of a killed run
         stale.unlink()
-    _publish(record, lambda t: Path(t).write_text(json.dumps(asdict(opts), indent=1, sort_keys=True)))
+    atomic_write(record, lambda t: Path(t).write_text(json.dumps(asdict(opts), indent=1, sort_keys=True)))
 
 
 def _finished_meta(output: Path, number: int) -> dict | None:
@@ -399,9 +382,9 @@ def _write_pairs(output: Path, report: PrepareReport, opts: Options) -> None:
         shared = np.empty((n, opts.pairs), dtype=np.int16 if entities < 2**15 else np.int32)
         draw_pairs(ptr, ids, opts.pairs, opts.seed, pairs, shared)
         pairs.flush()
-        _publish(output / PAIR_ENTITIES, lambda t: _save_npy(t, shared))
+        atomic_write(output / PAIR_ENTITIES, lambda t: _save_npy(t, shared))
 
-    _publish(output / PAIRS, write)
+    atomic_write(output / PAIRS, write)
 
 
 def _write_manifest(output: Path, metas: list[dict], opts: Options, report: PrepareReport) -> None:
@@ -409,4 +392,4 @@ def _write_manifest(output: Path, metas: list[dict], opts: Options, report: Prep
     manifest = {"format": FORMAT, "count": report.samples, "pairs": opts.pairs, "entities": names,
                 "shards": [{"name": shard_name(i), "count": m["count"]} for i, m in enumerate(metas)],
                 "skipped": dict(sorted(report.skipped.items())), "filtered": report.filtered}
-    _publish(output / MANIFEST, lambda t: Path(t).write_text(json.dumps(manifest, indent=1, sort_keys=True)))
+    atomic_write(output / MANIFEST, lambda t: Path(t).write_text(json.dumps(manifest, indent=1, sort_keys=True)))
