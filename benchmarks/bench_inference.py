@@ -22,10 +22,10 @@ import torch
 from PIL import Image
 
 import ovseg
+from ovseg.class_presets import VOC
 from ovseg.evaluation.datasets import Sample
 from ovseg.evaluation.predictor import HarnessPredictor
 from ovseg.inference.preprocess import prepare_image
-from ovseg.vocabularies import VOC
 
 
 def photos(count: int, height: int, width: int) -> list[np.ndarray]:

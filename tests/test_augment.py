@@ -17,7 +17,7 @@ from ovseg.data.augment import (
     RandomCrop,
     RandomErasing,
     TrainTransform,
-    normalize,
+    normalize_0_1,
 )
 from ovseg.data.decode import decode_region
 from ovseg.data.samples import SkippedSample
@@ -53,7 +53,7 @@ def test_paper_stage1_and_stage2_outputs():
         assert x.shape == (3, 48, 48) and x.dtype == torch.float32 and torch.isfinite(x).all()
     assert len({round(float(x.sum()), 3) for x in stage1}) == 8  # random crops, ops, erasing
     # stage 2 only crops and flips: pixels stay within the photo's colours
-    lo, hi = normalize(torch.zeros(3, 1, 1)), normalize(torch.ones(3, 1, 1))
+    lo, hi = normalize_0_1(torch.zeros(3, 1, 1)), normalize_0_1(torch.ones(3, 1, 1))
     assert all(((x >= lo - 1e-5) & (x <= hi + 1e-5)).all() for x in stage2)
 
 
@@ -126,3 +126,14 @@ def test_random_erasing_fills_a_region_with_noise():
 def test_an_unknown_mode_is_a_config_error():
     with pytest.raises(ConfigError, match="data.augment: expected one of paper, none, got 'timm'"):
         TrainTransform(32, "timm")
+
+
+def test_normalizers_are_named_by_their_input_range():
+    """normalize_0_1 (training, input in [0, 1]) and normalize_0_255 (evaluation, input in [0, 255]) agree."""
+    from ovseg.inference.preprocess import normalize_0_255
+
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    assert torch.allclose(normalize_0_1(mean), torch.zeros(3, 1, 1), atol=1e-6)
+    assert torch.allclose(normalize_0_255(mean * 255), torch.zeros(3, 1, 1), atol=1e-5)
+    x = torch.rand(3, 4, 5)
+    assert torch.allclose(normalize_0_1(x), normalize_0_255(x * 255), atol=1e-5)

@@ -18,9 +18,9 @@ from PIL import Image
 
 import ovseg
 from ovseg import demo
+from ovseg.class_presets import PRESETS, resolve_class_names
 from ovseg.cli import demo as cli_demo
 from ovseg.config import load_config
-from ovseg.vocabularies import PRESETS, resolve_vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["evaluate.seg.short_side=224", "evaluate.seg.crop_size=224", "evaluate.seg.stride=112"]  # 4× fewer pixels
@@ -197,9 +197,9 @@ def test_no_background_and_preset_config(capsys, inputs, tiny_checkpoint, tmp_pa
 
 
 def test_preset_class_counts():
-    counts = {name: len(resolve_vocabulary([name])) for name in ("voc", "context", "coco", "ade")}
+    counts = {name: len(resolve_class_names([name])) for name in ("voc", "context", "coco", "ade")}
     assert counts == {"voc": 20, "context": 59, "coco": 80, "ade": 150}
-    assert resolve_vocabulary(["background", "cat", "dog"]) == ["cat", "dog"]
+    assert resolve_class_names(["background", "cat", "dog"]) == ["cat", "dog"]
 
 
 @pytest.mark.parametrize("case", ["empty_folder", "missing_folder", "empty_vocab", "bar_vocab", "missing_ckpt",
@@ -282,13 +282,13 @@ def test_modes_aliases_and_name_collisions(tmp_path):
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_preset_vocabulary_uses_its_benchmark_config(preset):
     """--vocab <preset> without --cfg: the settings (background threshold) of the benchmark of that class list."""
-    from ovseg.evaluation import BENCHMARKS
+    from ovseg.evaluation import EVAL_SETS
     from ovseg.factory import preset_path
 
-    (bench,) = (b for b in BENCHMARKS.values() if b.classes == PRESETS[preset])
-    expected = load_config(preset_path(bench.config)).evaluate.seg
+    (eval_set,) = (b for b in EVAL_SETS.values() if b.classes == PRESETS[preset])
+    expected = load_config(preset_path(eval_set.config)).evaluate.seg
     seg, _ = cli_demo._seg_config(None, [preset], [])
-    assert seg.dataset == expected.dataset == bench.name
+    assert seg.dataset == expected.dataset == eval_set.name
     assert seg.bg_thresh == expected.bg_thresh
     assert cli_demo._seg_config(None, ["cat", "dog"], [])[0].bg_thresh == 0.95  # a custom vocabulary: VOC's
 

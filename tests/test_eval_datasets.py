@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ovseg.errors import OvsegError
-from ovseg.evaluation import BENCHMARKS, SegDataset, find_samples, get_benchmark
+from ovseg.evaluation import EVAL_SETS, SegDataset, find_samples, get_eval_set
 
 H, W = 12, 16
 
@@ -74,9 +74,9 @@ def write_cityscapes(root: Path) -> Path:
 
 
 def load_all(name: str, root: Path):
-    bench = get_benchmark(name)
-    _, paths = find_samples(bench, root)
-    data = SegDataset(bench, paths)
+    eval_set = get_eval_set(name)
+    _, paths = find_samples(eval_set, root)
+    data = SegDataset(eval_set, paths)
     return paths, [data.load(i) for i in range(len(data))]
 
 
@@ -88,7 +88,7 @@ def load_all(name: str, root: Path):
     ("coco_stuff", 171, "person", "wood"), ("cityscapes", 19, "road", "bicycle"),
 ])
 def test_class_lists(name, count, first, last):
-    b = BENCHMARKS[name]
+    b = EVAL_SETS[name]
     names = b.class_names
     assert len(names) == count == b.num_classes
     assert (names[0], names[-1]) == (first, last)
@@ -96,16 +96,16 @@ def test_class_lists(name, count, first, last):
 
 
 def test_renames_and_raw_names():
-    voc, ctx, ade = (BENCHMARKS[n].class_names for n in ("voc", "context", "ade20k"))
+    voc, ctx, ade = (EVAL_SETS[n].class_names for n in ("voc", "context", "ade20k"))
     assert (voc[11], voc[16], voc[20]) == ("table", "plant", "monitor")
     assert (ctx[1], ctx[40], ctx[55]) == ("airplane", "plant", "monitor")
     assert ade[7] == "bed " and ade[8] == "windowpane"
-    assert BENCHMARKS["voc20"].class_names[10] == "diningtable"
-    assert BENCHMARKS["context59"].class_names[39] == "pottedplant"
-    assert BENCHMARKS["coco_stuff"].class_names[80] == "banner"
-    assert get_benchmark("pc59").name == "context59" and get_benchmark("coco").name == "coco_object"
+    assert EVAL_SETS["voc20"].class_names[10] == "diningtable"
+    assert EVAL_SETS["context59"].class_names[39] == "pottedplant"
+    assert EVAL_SETS["coco_stuff"].class_names[80] == "banner"
+    assert get_eval_set("pc59").name == "context59" and get_eval_set("coco").name == "coco_object"
     with pytest.raises(OvsegError, match="unknown dataset"):
-        get_benchmark("imagenet")
+        get_eval_set("imagenet")
 
 
 # ------------------------------------------------------------------------------------------------ layouts
@@ -164,19 +164,19 @@ def test_coco_stuff_and_cityscapes_layouts(tmp_path):
 def test_wrong_data_root_names_missing_subfolder(tmp_path):
     root = write_voc(tmp_path / "VOC2012")
     with pytest.raises(OvsegError, match="has no 'SegmentationClassContext/'"):
-        find_samples(get_benchmark("context"), root)
+        find_samples(get_eval_set("context"), root)
     (root / "ImageSets" / "Segmentation" / "val.txt").unlink()
     with pytest.raises(OvsegError, match="has no 'ImageSets/Segmentation/val.txt'"):
-        find_samples(get_benchmark("voc"), root)
+        find_samples(get_eval_set("voc"), root)
     with pytest.raises(OvsegError, match="does not exist"):
-        find_samples(get_benchmark("voc"), tmp_path / "nowhere")
+        find_samples(get_eval_set("voc"), tmp_path / "nowhere")
     with pytest.raises(OvsegError, match="has no 'images/validation/'"):
-        find_samples(get_benchmark("ade20k"), root)
+        find_samples(get_eval_set("ade20k"), root)
 
 
 def test_parent_folder_is_searched(tmp_path):
     write_voc(tmp_path / "VOCdevkit" / "VOC2012")
-    root, paths = find_samples(get_benchmark("voc"), tmp_path)
+    root, paths = find_samples(get_eval_set("voc"), tmp_path)
     assert root == tmp_path / "VOCdevkit" / "VOC2012" and len(paths) == 2
 
 
@@ -184,18 +184,18 @@ def test_list_naming_absent_files(tmp_path):
     root = write_voc(tmp_path)
     (root / "ImageSets/Segmentation/val.txt").write_text("2007_000033\n2007_999999\n")
     with pytest.raises(OvsegError, match=r"1 of 2 images .* missing \(e.g. JPEGImages/2007_999999.jpg\)"):
-        find_samples(get_benchmark("voc"), root)
+        find_samples(get_eval_set("voc"), root)
     (root / "SegmentationClass" / "2007_000042.png").unlink()
     (root / "ImageSets/Segmentation/val.txt").write_text("2007_000033\n2007_000042\n")
     with pytest.raises(OvsegError, match=r"labels .* missing \(e.g. SegmentationClass/2007_000042.png\)"):
-        find_samples(get_benchmark("voc"), root)
+        find_samples(get_eval_set("voc"), root)
 
 
 def test_image_without_label_in_scanned_layout(tmp_path):
     root = write_ade(tmp_path)
     jpg(root / "images" / "validation" / "ADE_val_00000003.jpg")
     with pytest.raises(OvsegError, match="ADE_val_00000003.png"):
-        find_samples(get_benchmark("ade20k"), root)
+        find_samples(get_eval_set("ade20k"), root)
 
 
 def test_label_size_mismatch(tmp_path):

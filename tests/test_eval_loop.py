@@ -19,7 +19,7 @@ import ovseg
 from ovseg.cli import main as cli_main
 from ovseg.config import schema
 from ovseg.errors import OvsegError
-from ovseg.evaluation import HarnessPredictor, SegDataset, evaluate, find_samples, get_benchmark, load_eval_config
+from ovseg.evaluation import HarnessPredictor, SegDataset, evaluate, find_samples, get_eval_set, load_eval_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,11 +114,11 @@ def test_harness_predictor_equals_segmenter_predict(tmp_path, segmenter, photos)
         rgb = photos[key][::step, ::step]
         Image.fromarray(rgb).save(root / "JPEGImages" / f"{stem}.jpg")
         png(root / "SegmentationClass" / f"{stem}.png", np.zeros(rgb.shape[:2], dtype=np.uint8))
-    bench = get_benchmark("voc")
-    _, paths = find_samples(bench, root)
-    samples = [SegDataset(bench, paths, short_side=224).load(i) for i in range(3)]
+    eval_set = get_eval_set("voc")
+    _, paths = find_samples(eval_set, root)
+    samples = [SegDataset(eval_set, paths, short_side=224).load(i) for i in range(3)]
     assert [len(HarnessPredictor(segmenter, ["cat"], None).boxes(s)) for s in samples] == [2, 3, 1]
-    classes = list(bench.classes)
+    classes = list(eval_set.classes)
     expected = [segmenter.predict(str(p.image), classes).labels for p in paths]
     for batch in (1, 3, 16):
         segmenter.cfg.batch_crops = batch

@@ -27,7 +27,8 @@ from PIL import Image
 from .errors import OvsegError
 from .fileio import atomic_write
 from .inference import Prediction, Segmenter
-from .inference.vocabulary import display_name, parse_class_names
+from .inference.class_names import display_name, parse_class_names
+from .label_stats import pixel_shares
 from .viz import add_legend, class_palette, draw_class_names, overlay_labels, region_anchors, render_groups
 
 log = logging.getLogger(__name__)
@@ -165,9 +166,9 @@ def mask_array(pred: Prediction, background: bool) -> np.ndarray:
 
 def present_classes(mask: np.ndarray, names: list[str]) -> list[tuple[int, float]]:
     """(label index, pixel share) of every class in ``mask`` but background, largest first."""
-    counts = np.bincount(mask.ravel(), minlength=len(names))
-    order = np.argsort(-counts, kind="stable")
-    return [(int(k), float(counts[k] / mask.size)) for k in order if k > 0 and counts[k] > 0]
+    shares = pixel_shares(mask, len(names))
+    order = np.argsort(-shares, kind="stable")
+    return [(int(k), float(shares[k])) for k in order if k > 0 and shares[k] > 0]
 
 
 def write_run_info(output_folder: str | Path, options: DemoOptions, extra: dict | None = None) -> Path:

@@ -27,6 +27,7 @@ from .engine.validate import evaluate_scenes, scene_seg_config
 from .factory import preset_path
 from .fileio import atomic_write
 from .inference import Segmenter
+from .label_stats import pixel_shares
 from .viz import add_legend, class_palette, overlay_labels
 from .viz.plot import line_chart, stack
 
@@ -161,7 +162,7 @@ def write_overlays(out: Path, model, cfg, result: TrainResult, count: int, zoom:
         big = [np.kron(a, np.ones((zoom, zoom) + (1,) * (a.ndim - 2), dtype=a.dtype)) for a in (image, truth, pred)]
         panels = [big[0], overlay_labels(big[0], big[1], palette), overlay_labels(big[0], big[2], palette)]
         picture = Image.fromarray(np.concatenate(panels, axis=1))
-        shares = np.bincount(big[2].ravel(), minlength=len(names)) / big[2].size
+        shares = pixel_shares(big[2], len(names))
         entries = [(names[k], tuple(int(c) for c in palette[k]), float(shares[k])) for k in np.argsort(-shares)
                    if shares[k] > 0]
         picture = add_legend(picture, entries)

@@ -56,17 +56,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..class_presets import resolve_class_names
     from ..demo import DemoOptions, check_output_folder, find_images, normalize_modes, run_demo
     from ..inference import Segmenter
-    from ..inference.vocabulary import parse_class_names
-    from ..vocabularies import resolve_vocabulary
+    from ..inference.class_names import parse_class_names
 
     if not args.resume:
         raise OvsegError("--resume CHECKPOINT is required (an official .pth or an ovseg .safetensors)")
     if not args.image_folder:
         raise OvsegError("--image_folder FOLDER is required")
     vocab = args.vocab or ["voc"]
-    options = DemoOptions(modes=normalize_modes(args.vis), class_names=resolve_vocabulary(vocab),
+    options = DemoOptions(modes=normalize_modes(args.vis), class_names=resolve_class_names(vocab),
                           templates=args.templates)
     parse_class_names(options.class_names)
     check_output_folder(args.image_folder, args.output_folder)
@@ -123,14 +123,14 @@ def _seg_config(cfg: str | None, vocab: list[str], opts: list[str]):
 
 
 def _preset_config(vocab: list[str]) -> str:
-    """The benchmark config of a preset vocabulary (its background threshold), else ``DEFAULT_CONFIG``; the
-    benchmark table is the one place that pairs a class list with its config."""
-    from ..evaluation.benchmarks import get_benchmark
-    from ..vocabularies import PRESETS
+    """The evaluation config of a preset vocabulary (its background threshold), else ``DEFAULT_CONFIG``; the
+    evaluation-set registry is the one place that pairs a class list with its config."""
+    from ..class_presets import PRESETS
+    from ..evaluation.registry import get_eval_set
 
     if len(vocab) != 1 or vocab[0] not in PRESETS:
         return DEFAULT_CONFIG
-    return get_benchmark(vocab[0]).config
+    return get_eval_set(vocab[0]).config
 
 
 def _bg_thresh(value: str | None, default: float | None) -> float | None:

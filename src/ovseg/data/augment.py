@@ -42,8 +42,9 @@ MODES = get_args(Augment)
 _MEAN, _STD = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """(…, 3, H, W) in [0, 1] -> ImageNet-normalised."""
+def normalize_0_1(x: torch.Tensor) -> torch.Tensor:
+    """(…, 3, H, W) RGB with values in [0, 1] -> ImageNet-normalised, (x − mean) / std (training
+    augmentation; ``inference.preprocess.normalize_0_255`` is the same for input in [0, 255])."""
     return (x - _MEAN.to(x)) / _STD.to(x)
 
 
@@ -181,7 +182,7 @@ class TrainTransform:
         x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255).unsqueeze(0)
         if self.rand_augment is not None:
             x = self.rand_augment(x)
-        x = normalize(x)
+        x = normalize_0_1(x)
         if self.eraser is not None:
             x = self.eraser(x)
         return x[0]

@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import OvsegError
 from ..inference.preprocess import prepare_image, to_rgb_array
-from .benchmarks import Benchmark
+from .registry import EvalSet
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = 255
@@ -50,56 +50,56 @@ class Sample:
         return self
 
 
-def default_data_root(bench: Benchmark) -> Path:
+def default_data_root(eval_set: EvalSet) -> Path:
     """``$OVSEG_DATA/<default>`` if OVSEG_DATA is set, else ``./data/<default>`` (mmseg's convention)."""
-    return Path(os.environ.get("OVSEG_DATA", "data")) / bench.default_root
+    return Path(os.environ.get("OVSEG_DATA", "data")) / eval_set.default_root
 
 
-def resolve_root(bench: Benchmark, root: str | Path | None) -> Path:
+def resolve_root(eval_set: EvalSet, root: str | Path | None) -> Path:
     """The folder holding the layout: ``root`` itself or one of the usual sub-folders below it
     (``VOCdevkit/VOC2012`` …); raises naming the first missing sub-folder."""
-    root = Path(root) if root else default_data_root(bench)
+    root = Path(root) if root else default_data_root(eval_set)
     if not root.is_dir():
-        raise OvsegError(f"{bench.name}: data root {root} does not exist; set --data-root to the folder "
-                         f"holding {bench.layout()}")
-    for cand in [root] + [root / g for g in bench.root_guesses]:
-        if not _missing_parts(bench, cand):
+        raise OvsegError(f"{eval_set.name}: data root {root} does not exist; set --data-root to the folder "
+                         f"holding {eval_set.layout()}")
+    for cand in [root] + [root / g for g in eval_set.root_guesses]:
+        if not _missing_parts(eval_set, cand):
             if cand != root:
-                log.info("%s: using %s", bench.name, cand)
+                log.info("%s: using %s", eval_set.name, cand)
             return cand
-    missing = _missing_parts(bench, root)
-    raise OvsegError(f"{bench.name}: {root} has no '{missing[0]}' (expected {bench.title} layout: "
-                     f"{bench.layout()})")
+    missing = _missing_parts(eval_set, root)
+    raise OvsegError(f"{eval_set.name}: {root} has no '{missing[0]}' (expected {eval_set.title} layout: "
+                     f"{eval_set.layout()})")
 
 
-def _missing_parts(bench: Benchmark, root: Path) -> list[str]:
-    missing = [] if (root / bench.img_dir).is_dir() else [bench.img_dir + "/"]
-    if not any((root / d).is_dir() for d in bench.ann_dirs):
-        missing.append(bench.ann_dirs[0] + "/")
-    if bench.split and not (root / bench.split).is_file():
-        missing.append(bench.split)
+def _missing_parts(eval_set: EvalSet, root: Path) -> list[str]:
+    missing = [] if (root / eval_set.img_dir).is_dir() else [eval_set.img_dir + "/"]
+    if not any((root / d).is_dir() for d in eval_set.ann_dirs):
+        missing.append(eval_set.ann_dirs[0] + "/")
+    if eval_set.split and not (root / eval_set.split).is_file():
+        missing.append(eval_set.split)
     return missing
 
 
-def annotation_dir(bench: Benchmark, root: Path) -> Path:
+def annotation_dir(eval_set: EvalSet, root: Path) -> Path:
     """The first candidate annotation folder that exists (COCO-Object: ``val2017_cocoobject`` first)."""
-    return next(root / d for d in bench.ann_dirs if (root / d).is_dir())
+    return next(root / d for d in eval_set.ann_dirs if (root / d).is_dir())
 
 
-def find_samples(bench: Benchmark, root: str | Path | None) -> tuple[Path, list[SamplePaths]]:
+def find_samples(eval_set: EvalSet, root: str | Path | None) -> tuple[Path, list[SamplePaths]]:
     """(resolved root, samples in mmseg's order: the split file's, else sorted paths)."""
-    root = resolve_root(bench, root)
-    img_dir, ann_dir = root / bench.img_dir, annotation_dir(bench, root)
-    if bench.split:
-        stems = _read_split(root / bench.split)
+    root = resolve_root(eval_set, root)
+    img_dir, ann_dir = root / eval_set.img_dir, annotation_dir(eval_set, root)
+    if eval_set.split:
+        stems = _read_split(root / eval_set.split)
     else:
-        stems = sorted(str(p.relative_to(img_dir))[: -len(bench.img_suffix)]
-                       for p in img_dir.rglob(f"*{bench.img_suffix}") if p.is_file())
+        stems = sorted(str(p.relative_to(img_dir))[: -len(eval_set.img_suffix)]
+                       for p in img_dir.rglob(f"*{eval_set.img_suffix}") if p.is_file())
         if not stems:
-            raise OvsegError(f"{bench.name}: no *{bench.img_suffix} images under {img_dir}")
-    samples = [SamplePaths(s, img_dir / f"{s}{bench.img_suffix}", ann_dir / f"{s}{bench.seg_suffix}")
+            raise OvsegError(f"{eval_set.name}: no *{eval_set.img_suffix} images under {img_dir}")
+    samples = [SamplePaths(s, img_dir / f"{s}{eval_set.img_suffix}", ann_dir / f"{s}{eval_set.seg_suffix}")
                for s in stems]
-    _check_exist(bench, root, samples)
+    _check_exist(eval_set, root, samples)
     return root, samples
 
 
@@ -110,13 +110,13 @@ def _read_split(path: Path) -> list[str]:
     return stems
 
 
-def _check_exist(bench: Benchmark, root: Path, samples: list[SamplePaths]) -> None:
+def _check_exist(eval_set: EvalSet, root: Path, samples: list[SamplePaths]) -> None:
     for kind in ("image", "label"):
         absent = [getattr(s, kind) for s in samples if not getattr(s, kind).is_file()]
         if absent:
             shown = ", ".join(str(p.relative_to(root)) for p in absent[:5])
-            source = bench.split if bench.split else bench.img_dir
-            raise OvsegError(f"{bench.name}: {len(absent)} of {len(samples)} {kind}s listed by {source} are "
+            source = eval_set.split if eval_set.split else eval_set.img_dir
+            raise OvsegError(f"{eval_set.name}: {len(absent)} of {len(samples)} {kind}s listed by {source} are "
                              f"missing (e.g. {shown}{' …' if len(absent) > 5 else ''})")
 
 
@@ -157,9 +157,9 @@ class SegDataset(torch.utils.data.Dataset):
     that the one-line message survives the loader's worker processes.
     """
 
-    def __init__(self, bench: Benchmark, samples: list[SamplePaths], short_side: int = 448,
+    def __init__(self, eval_set: EvalSet, samples: list[SamplePaths], short_side: int = 448,
                  max_long_side: int = 2048, min_side: int = 16):
-        self.bench, self.samples = bench, samples
+        self.eval_set, self.samples = eval_set, samples
         self.scale = (short_side, max_long_side, min_side)
 
     def __len__(self) -> int:
@@ -177,8 +177,8 @@ class SegDataset(torch.utils.data.Dataset):
         if raw.shape != rgb.shape[:2]:
             raise OvsegError(f"{paths.label}: label is {raw.shape[1]}×{raw.shape[0]} but its image "
                              f"{paths.image.name} is {rgb.shape[1]}×{rgb.shape[0]} (width×height)")
-        label = map_label(raw, self.bench.reduce_zero_label)
-        bad = ((label < 0) | (label >= self.bench.num_classes)) & (label != IGNORE_INDEX)
+        label = map_label(raw, self.eval_set.reduce_zero_label)
+        bad = ((label < 0) | (label >= self.eval_set.num_classes)) & (label != IGNORE_INDEX)
         values = tuple(int(v) for v in np.unique(raw[bad])) if bad.any() else ()
         return Sample(name=paths.name, image=prepare_image(rgb, *self.scale), size=rgb.shape[:2],
                       label=torch.from_numpy(label), invalid=int(bad.sum()), invalid_values=values,

@@ -26,10 +26,10 @@ from ..errors import OvsegError
 from ..factory import preset_path
 from ..fileio import atomic_write
 from ..inference.segmenter import Segmenter
-from .benchmarks import Benchmark, get_benchmark
 from .datasets import Sample, SegDataset, find_samples, first_item
 from .metrics import ConfusionMatrix
 from .predictor import HarnessPredictor
+from .registry import EvalSet, get_eval_set
 
 log = logging.getLogger(__name__)
 INVALID_POLICIES = ("mmseg", "ignore", "error")
@@ -107,20 +107,20 @@ def load_eval_config(dataset: str | None = None, cfg: str | Path | None = None,
     if cfg is None and dataset is None:
         raise OvsegError("give a dataset (--dataset) or a config (--cfg)")
     if cfg is None:
-        cfg = preset_path(get_benchmark(dataset).config)
+        cfg = preset_path(get_eval_set(dataset).config)
     config = load_config(cfg, None)
     if dataset is not None:
-        config = apply_opts(config, [f"evaluate.seg.dataset={get_benchmark(dataset).name}"])
+        config = apply_opts(config, [f"evaluate.seg.dataset={get_eval_set(dataset).name}"])
     return apply_opts(config, opts)
 
 
-def background_threshold(bench: Benchmark, bg_thresh: float | None) -> float | None:
+def background_threshold(eval_set: EvalSet, bg_thresh: float | None) -> float | None:
     """The threshold to use: required where the benchmark scores background, unused elsewhere."""
-    if bench.background and bg_thresh is None:
-        raise OvsegError(f"{bench.name} scores a background class: set evaluate.seg.bg_thresh (spec: VOC 0.95, "
+    if eval_set.background and bg_thresh is None:
+        raise OvsegError(f"{eval_set.name} scores a background class: set evaluate.seg.bg_thresh (spec: VOC 0.95, "
                          "Context 0.35, COCO-Object 0.9)")
-    if not bench.background and bg_thresh is not None:
-        log.info("%s has no background class: bg_thresh %s is not used", bench.name, bg_thresh)
+    if not eval_set.background and bg_thresh is not None:
+        log.info("%s has no background class: bg_thresh %s is not used", eval_set.name, bg_thresh)
         return None
     return bg_thresh
 
@@ -142,23 +142,24 @@ def evaluate(segmenter: Segmenter | None = None, dataset: str | None = None, dat
     if limit is not None and limit < 1:
         raise OvsegError(f"--limit must be at least 1, got {limit}")
     cfg = seg_cfg if seg_cfg is not None else segmenter.cfg if segmenter is not None else schema().evaluate.seg
-    bench = get_benchmark(dataset or cfg.dataset or "")
-    root, paths = find_samples(bench, data_root or cfg.data_root)
+    eval_set = get_eval_set(dataset or cfg.dataset or "")
+    root, paths = find_samples(eval_set, data_root or cfg.data_root)
     if limit:
         paths = paths[:limit]
-    elif bench.num_val and len(paths) != bench.num_val:
-        log.warning("%s: %d images found; the standard validation set has %d", bench.name, len(paths), bench.num_val)
+    elif eval_set.num_val and len(paths) != eval_set.num_val:
+        log.warning("%s: %d images found; the standard validation set has %d", eval_set.name, len(paths),
+                    eval_set.num_val)
     if predictor is None:
-        predictor = HarnessPredictor(segmenter, list(bench.classes), background_threshold(bench, cfg.bg_thresh))
+        predictor = HarnessPredictor(segmenter, list(eval_set.classes), background_threshold(eval_set, cfg.bg_thresh))
     min_side = segmenter.model.cfg.img_encoder.patch_size if segmenter is not None else 16
-    data = SegDataset(bench, paths, cfg.short_side, cfg.max_long_side, min_side)
+    data = SegDataset(eval_set, paths, cfg.short_side, cfg.max_long_side, min_side)
     device = segmenter.device if segmenter is not None else torch.device("cpu")
     start = time.perf_counter()
     matrix, bad = _run(data, predictor, device, cfg.batch_crops, invalid, num_workers, progress)
-    result = _result(bench, matrix, bad, len(paths), time.perf_counter() - start, invalid,
+    result = _result(eval_set, matrix, bad, len(paths), time.perf_counter() - start, invalid,
                      {"data_root": str(root), "limit": limit, "device": str(device), **_versions(),
                       **(extra_settings or {}), "seg": to_container(cfg)})
-    _report_invalid(bench, bad, invalid)
+    _report_invalid(eval_set, bad, invalid)
     if output_dir is not None:
         log.info("wrote %s", result.write(output_dir))
     return result
@@ -174,13 +175,13 @@ def _versions() -> dict:
 
 def _run(data: SegDataset, predictor: Predictor, device: torch.device, batch_crops: int, invalid: str,
          num_workers: int | None, progress: bool) -> tuple[ConfusionMatrix, InvalidLabels]:
-    matrix, bad = ConfusionMatrix(data.bench.num_classes, device), InvalidLabels()
+    matrix, bad = ConfusionMatrix(data.eval_set.num_classes, device), InvalidLabels()
     workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
     loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=False, num_workers=workers,
                                          collate_fn=first_item, pin_memory=torch.device(device).type == "cuda")
     windows = getattr(predictor, "boxes", lambda s: [None])
     pending: list[Sample] = []
-    with tqdm(total=len(data), desc=data.bench.name, unit="img", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(total=len(data), desc=data.eval_set.name, unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for item in loader:
             pending.append(_checked(item, invalid, bad))
             if sum(len(windows(s)) for s in pending) >= batch_crops:
@@ -211,14 +212,14 @@ def _score(pending: list[Sample], predictor: Predictor, matrix: ConfusionMatrix,
     pending.clear()
 
 
-def _result(bench: Benchmark, matrix: ConfusionMatrix, bad: InvalidLabels, num_images: int, seconds: float,
+def _result(eval_set: EvalSet, matrix: ConfusionMatrix, bad: InvalidLabels, num_images: int, seconds: float,
             invalid: str, settings: dict) -> EvalResult:
     s = matrix.scores("ignore" if invalid == "ignore" else "mmseg")
-    names = bench.class_names
+    names = eval_set.class_names
     per_iou = {n: _percent(v) for n, v in zip(names, s.iou, strict=True)}
     per_acc = {n: _percent(v) for n, v in zip(names, s.acc, strict=True)}
-    settings = {"dataset": bench.name, "invalid_labels": invalid, "num_classes": bench.num_classes, **settings}
-    return EvalResult(dataset=bench.name, miou=_percent(s.miou), macc=_percent(s.macc), aacc=_percent(s.aacc),
+    settings = {"dataset": eval_set.name, "invalid_labels": invalid, "num_classes": eval_set.num_classes, **settings}
+    return EvalResult(dataset=eval_set.name, miou=_percent(s.miou), macc=_percent(s.macc), aacc=_percent(s.aacc),
                       per_class_iou=per_iou, per_class_acc=per_acc, num_images=num_images, settings=settings,
                       invalid_labels=bad.to_dict(), seconds=round(seconds, 2))
 
@@ -227,10 +228,10 @@ def _percent(value: float) -> float | None:
     return None if math.isnan(value) else 100.0 * float(value)
 
 
-def _report_invalid(bench: Benchmark, bad: InvalidLabels, invalid: str) -> None:
+def _report_invalid(eval_set: EvalSet, bad: InvalidLabels, invalid: str) -> None:
     if not bad.pixels:
         return
     how = "left out" if invalid == "ignore" else "counted as mmseg does (their predictions are false positives)"
     log.warning("%s: %d pixels in %d label maps lie outside 0..%d and 255 (values %s, e.g. %s); %s.%s",
-                bench.name, bad.pixels, bad.images, bench.num_classes - 1, sorted(bad.values)[:10],
-                bad.examples[0], how, f" Hint: {bench.invalid_hint}" if bench.invalid_hint else "")
+                eval_set.name, bad.pixels, bad.images, eval_set.num_classes - 1, sorted(bad.values)[:10],
+                bad.examples[0], how, f" Hint: {eval_set.invalid_hint}" if eval_set.invalid_hint else "")

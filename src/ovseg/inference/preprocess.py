@@ -106,8 +106,9 @@ def resize_bilinear_uint8(image: np.ndarray, size: tuple[int, int]) -> torch.Ten
     return x[0]
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) RGB in [0, 255] -> (x − mean) / std."""
+def normalize_0_255(x: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) RGB with values in [0, 255] -> (x − mean) / std with the ImageNet mean and std scaled by 255
+    (evaluation, demo; ``data.augment.normalize_0_1`` is the same for input in [0, 1])."""
     mean = torch.tensor(MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
     std = torch.tensor(STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
     return (x - mean) / std
@@ -117,4 +118,4 @@ def prepare_image(image: np.ndarray, short_side: int = 448, max_long_side: int =
                   min_side: int = 16) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (1, 3, h, w) normalised tensor at the evaluation scale."""
     size = keep_ratio_size(image.shape[0], image.shape[1], short_side, max_long_side, min_side)
-    return normalize(resize_bilinear_uint8(image, size)).unsqueeze(0)
+    return normalize_0_255(resize_bilinear_uint8(image, size)).unsqueeze(0)

@@ -22,14 +22,15 @@ from PIL import Image
 from ..checkpoints import load_model
 from ..config import schema
 from ..errors import OvsegError
+from ..label_stats import pixel_shares
 from ..model import OVSegmentor
 from ..model.text import build_tokenizer
+from .class_names import display_name, embed_class_names
 from .decision import class_logits
 from .lru import LruCache
 from .precision import inference_precision
 from .preprocess import load_image, prepare_image, to_rgb_array
 from .slide import ImageEncoding, encode_images, group_maps_from_soft, labels_and_scores
-from .vocabulary import display_name, embed_class_names
 
 ImageLike = str | Path | np.ndarray | Image.Image
 _DEFAULT = object()
@@ -51,10 +52,9 @@ class Prediction:
 
     def present(self) -> list[tuple[str, float]]:
         """(class name, pixel share) for every label present, largest first."""
-        counts = torch.bincount(self.labels.flatten(), minlength=len(self.class_names)).float()
-        share = counts / counts.sum()
+        share = pixel_shares(self.labels, len(self.class_names))  # float32, as always reported
         order = torch.argsort(share, descending=True).tolist()
-        return [(self.class_names[i], float(share[i])) for i in order if counts[i] > 0]
+        return [(self.class_names[i], float(share[i])) for i in order if share[i] > 0]
 
 
 class Segmenter:

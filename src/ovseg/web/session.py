@@ -23,14 +23,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..class_presets import resolve_class_names
 from ..demo import label_classes, mask_array, render
 from ..errors import OvsegError
 from ..inference import Segmenter
+from ..inference.class_names import parse_class_names
 from ..inference.preprocess import to_rgb_array
-from ..inference.vocabulary import parse_class_names
+from ..label_stats import pixel_shares
 from ..prompts import get_templates
 from ..viz import class_palette
-from ..vocabularies import resolve_vocabulary
 
 MAX_CLASSES = 256
 MAX_CLASSES_TEXT = 10_000  # characters
@@ -96,7 +97,7 @@ def parse_classes(text: str | None, limits: WebLimits | None = None) -> list[str
     names = [n.strip() for n in text.split(",") if n.strip().strip("|")]
     if not names:
         raise OvsegError("type at least one class name, e.g. 'cat, dog, person|man|woman'")
-    names = resolve_vocabulary(names)
+    names = resolve_class_names(names)
     if len(names) > MAX_CLASSES:
         raise OvsegError(f"{len(names)} classes given; at most {MAX_CLASSES} are accepted")
     _check_synonyms(names, limits or WebLimits())
@@ -193,8 +194,8 @@ def legend_rows(mask: np.ndarray, class_names: list[str]) -> list[LegendRow]:
     into ``label_classes(class_names)``), largest share first, ties in the order given."""
     names = label_classes(class_names)
     palette = class_palette(len(names))
-    counts = np.bincount(mask.ravel(), minlength=len(names))
-    rows = [LegendRow(k, names[k], tuple(int(c) for c in palette[k]), float(counts[k] / mask.size))
+    shares = pixel_shares(mask, len(names))
+    rows = [LegendRow(k, names[k], tuple(int(c) for c in palette[k]), float(shares[k]))
             for k in range(1, len(names))]
     return sorted(rows, key=lambda r: -r.share)
 

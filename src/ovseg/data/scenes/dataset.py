@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ...inference.preprocess import normalize
+from ...inference.preprocess import normalize_0_255
 from ..entities import EntityVocabulary
 from .captions import RELATIONS, Phrase, choose_word, compose
 from .categories import CATEGORIES, COLOURS
@@ -202,7 +202,7 @@ def _paint(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], np
 
 def to_model_input(image: np.ndarray) -> torch.Tensor:
     """A rendered (S, S, 3) uint8 scene -> the (3, S, S) normalised float tensor the models take."""
-    return normalize(torch.from_numpy(image).permute(2, 0, 1).float())
+    return normalize_0_255(torch.from_numpy(image).permute(2, 0, 1).float())
 
 
 class CaptionedScenes(torch.utils.data.Dataset):

@@ -1,4 +1,5 @@
-"""Class lists of the benchmarks exactly as the original evaluates them (spec §4.4, Appendix B).
+"""Class-name presets (``--vocab voc``, or ``voc`` typed on the web page): the class lists of the evaluation sets
+exactly as the original evaluates them (spec §4.4, Appendix B).
 
 Foreground classes only: "background" is never prompted, it comes from the threshold. The GroupViT renames
 are kept (VOC: table, plant, monitor; Context: airplane, plant, monitor) and so is ADE20K's 'bed ' with its
@@ -77,7 +78,7 @@ PRESETS: dict[str, tuple[str, ...]] = {"voc": VOC, "context": CONTEXT, "coco": C
                                        "coco_stuff": COCO_STUFF, "ade": ADE20K}
 
 
-def resolve_vocabulary(words: list[str]) -> list[str]:
+def resolve_class_names(words: list[str]) -> list[str]:
     """``["voc"]`` -> the preset's class names; anything else is a custom vocabulary. A leading
     "background" is dropped (it is decided by the threshold, never prompted)."""
     if len(words) == 1 and words[0] in PRESETS:

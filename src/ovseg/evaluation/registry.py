@@ -1,4 +1,4 @@
-"""Benchmark facts as data: folders, file suffixes, class names, label conventions, defaults.
+"""The evaluation sets (benchmark datasets) as data: folders, file suffixes, class names, label conventions, defaults.
 
 The paper's four (spec §4.2) follow OVSegmentor/GroupViT (mmseg 0.18 datasets, GroupViT renames); the
 later suite (VOC20, PC59, COCO-Stuff-171, Cityscapes) follows TCL's configs with mmseg's raw names.
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import vocabularies as V
+from .. import class_presets as V
 from ..errors import OvsegError
 
 
 @dataclass(frozen=True)
-class Benchmark:
-    """One benchmark. ``classes`` are the prompted foreground names; with ``background`` the dataset's
+class EvalSet:
+    """One evaluation set. ``classes`` are the prompted foreground names; with ``background`` the dataset's
     class 0 is "background", decided by the threshold and never prompted. ``ann_dirs``: candidates, the
     first that exists is used. ``split``: image list (stems), else ``img_dir`` is scanned recursively."""
 
@@ -63,25 +63,25 @@ _COCO = dict(img_dir="images/val2017", img_suffix=".jpg", root_guesses=("coco", 
 _STUFF_HINT = ("labels above 80 in COCO-Object annotations are COCO-Stuff labels (OVSegmentor's own converter "
                "keeps stuff classes, spec §4.6); rebuild them with `ovseg convert-coco-object`")
 
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
-    Benchmark("voc", "PASCAL VOC 2012", V.VOC, True, **_VOC, config="test_voc12", paper_miou=53.8),
-    Benchmark("context", "PASCAL Context", V.CONTEXT, True, **_CONTEXT, config="test_voc_context",
+EVAL_SETS: dict[str, EvalSet] = {b.name: b for b in (
+    EvalSet("voc", "PASCAL VOC 2012", V.VOC, True, **_VOC, config="test_voc12", paper_miou=53.8),
+    EvalSet("context", "PASCAL Context", V.CONTEXT, True, **_CONTEXT, config="test_voc_context",
               paper_miou=20.4),
-    Benchmark("coco_object", "COCO-Object", V.COCO_OBJECT, True, **_COCO,
+    EvalSet("coco_object", "COCO-Object", V.COCO_OBJECT, True, **_COCO,
               ann_dirs=("annotations/val2017_cocoobject", "annotations/val2017"),
               seg_suffix="_instanceTrainIds.png", default_root="coco", config="test_coco", paper_miou=25.1,
               invalid_hint=_STUFF_HINT),
-    Benchmark("ade20k", "ADE20K", V.ADE20K, False, img_dir="images/validation",
+    EvalSet("ade20k", "ADE20K", V.ADE20K, False, img_dir="images/validation",
               ann_dirs=("annotations/validation",), img_suffix=".jpg", seg_suffix=".png", reduce_zero_label=True,
               default_root="ade/ADEChallengeData2016", num_val=2000, config="test_ade20k", paper_miou=5.6,
               root_guesses=("ADEChallengeData2016", "ade/ADEChallengeData2016")),
-    Benchmark("voc20", "PASCAL VOC 2012, 20 classes", V.VOC20, False, **_VOC, reduce_zero_label=True,
+    EvalSet("voc20", "PASCAL VOC 2012, 20 classes", V.VOC20, False, **_VOC, reduce_zero_label=True,
               config="test_voc20"),
-    Benchmark("context59", "PASCAL Context, 59 classes", V.CONTEXT59, False, **_CONTEXT, reduce_zero_label=True,
+    EvalSet("context59", "PASCAL Context, 59 classes", V.CONTEXT59, False, **_CONTEXT, reduce_zero_label=True,
               config="test_context59"),
-    Benchmark("coco_stuff", "COCO-Stuff-171", V.COCO_STUFF, False, **_COCO, ann_dirs=("annotations/val2017",),
+    EvalSet("coco_stuff", "COCO-Stuff-171", V.COCO_STUFF, False, **_COCO, ann_dirs=("annotations/val2017",),
               seg_suffix="_labelTrainIds.png", default_root="coco_stuff164k", config="test_coco_stuff"),
-    Benchmark("cityscapes", "Cityscapes", V.CITYSCAPES, False, img_dir="leftImg8bit/val", ann_dirs=("gtFine/val",),
+    EvalSet("cityscapes", "Cityscapes", V.CITYSCAPES, False, img_dir="leftImg8bit/val", ann_dirs=("gtFine/val",),
               img_suffix="_leftImg8bit.png", seg_suffix="_gtFine_labelTrainIds.png", default_root="cityscapes",
               root_guesses=("cityscapes",), num_val=500, config="test_cityscapes"),
 )}
@@ -94,9 +94,9 @@ PAPER_SUITE = ("voc", "context", "coco_object", "ade20k")
 TCL_SUITE = ("voc", "voc20", "context", "context59", "coco_stuff", "coco_object", "cityscapes", "ade20k")
 
 
-def get_benchmark(name: str) -> Benchmark:
-    """A benchmark by name or alias (``voc``, ``pc59``, ``coco`` …)."""
+def get_eval_set(name: str) -> EvalSet:
+    """An evaluation set by name or alias (``voc``, ``pc59``, ``coco`` …)."""
     key = ALIASES.get(name.lower().replace("-", "_"), name.lower().replace("-", "_"))
-    if key not in BENCHMARKS:
-        raise OvsegError(f"unknown dataset '{name}' (one of: {', '.join(BENCHMARKS)})")
-    return BENCHMARKS[key]
+    if key not in EVAL_SETS:
+        raise OvsegError(f"unknown dataset '{name}' (one of: {', '.join(EVAL_SETS)})")
+    return EVAL_SETS[key]
