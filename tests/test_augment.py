@@ -130,7 +130,7 @@ def test_an_unknown_mode_is_a_config_error():
 
 def test_normalizers_are_named_by_their_input_range():
     """normalize_0_1 (training, input in [0, 1]) and normalize_0_255 (evaluation, input in [0, 255]) agree."""
-    from ovseg.inference.preprocess import normalize_0_255
+    from ovseg.images import normalize_0_255
 
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     assert torch.allclose(normalize_0_1(mean), torch.zeros(3, 1, 1), atol=1e-6)

@@ -18,7 +18,7 @@ from PIL import Image
 from ovseg.data.decode import decode_region, verify_image
 from ovseg.data.samples import SkippedSample
 from ovseg.errors import ImageError
-from ovseg.inference.preprocess import MAX_IMAGE_PIXELS, load_image, open_lazily
+from ovseg.images import MAX_IMAGE_PIXELS, load_image, open_lazily
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_huge_image_refused_in_one_line_before_decoding(tmp_path, bomb):
     out = run_python("""
         import re, sys
         from ovseg.errors import ImageError
-        from ovseg.inference.preprocess import load_image
+        from ovseg.images import load_image
 
         def peak_kib():  # VmHWM: this process's peak resident memory
             return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))

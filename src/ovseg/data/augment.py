@@ -44,7 +44,7 @@ _MEAN, _STD = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_S
 
 def normalize_0_1(x: torch.Tensor) -> torch.Tensor:
     """(…, 3, H, W) RGB with values in [0, 1] -> ImageNet-normalised, (x − mean) / std (training
-    augmentation; ``inference.preprocess.normalize_0_255`` is the same for input in [0, 255])."""
+    augmentation; ``images.normalize_0_255`` is the same for input in [0, 255])."""
     return (x - _MEAN.to(x)) / _STD.to(x)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from ..inference.preprocess import MAX_IMAGE_PIXELS, open_lazily, pixel_limit_refusal
+from ..images import MAX_IMAGE_PIXELS, open_lazily, pixel_limit_refusal
 from .samples import SkippedSample
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom in pixels of the full image

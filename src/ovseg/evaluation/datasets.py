@@ -16,7 +16,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import OvsegError
-from ..inference.preprocess import prepare_image, to_rgb_array
+from ..images import to_rgb_array
+from ..inference.preprocess import prepare_image
 from .registry import EvalSet
 
 log = logging.getLogger(__name__)

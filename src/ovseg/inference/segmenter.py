@@ -22,6 +22,7 @@ from PIL import Image
 from ..checkpoints import load_model
 from ..config import schema
 from ..errors import OvsegError
+from ..images import load_image, to_rgb_array
 from ..label_stats import pixel_shares
 from ..model import OVSegmentor
 from ..model.text import build_tokenizer
@@ -29,7 +30,7 @@ from .class_names import display_name, embed_class_names
 from .decision import class_logits
 from .lru import LruCache
 from .precision import inference_precision
-from .preprocess import load_image, prepare_image, to_rgb_array
+from .preprocess import prepare_image
 from .slide import ImageEncoding, encode_images, group_maps_from_soft, labels_and_scores
 
 ImageLike = str | Path | np.ndarray | Image.Image

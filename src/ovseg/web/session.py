@@ -26,9 +26,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..class_presets import resolve_class_names
 from ..demo import label_classes, mask_array, render
 from ..errors import OvsegError
+from ..images import to_rgb_array
 from ..inference import Segmenter
 from ..inference.class_names import parse_class_names
-from ..inference.preprocess import to_rgb_array
 from ..label_stats import pixel_shares
 from ..prompts import get_templates
 from ..viz import class_palette

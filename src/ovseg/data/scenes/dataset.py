@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ...inference.preprocess import normalize_0_255
+from ...images import normalize_0_255
 from ..entities import EntityVocabulary
 from .captions import RELATIONS, Phrase, choose_word, compose
 from .categories import CATEGORIES, COLOURS
