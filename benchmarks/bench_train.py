@@ -32,13 +32,12 @@ from ovseg.data.collate import CaptionCollator
 from ovseg.data.entities import EntityExtractor
 from ovseg.data.scenes.dataset import sample_scene
 from ovseg.engine.compilation import compile_hot_modules
+from ovseg.engine.objective import compute_losses
 from ovseg.engine.optim import build_optimizer
-from ovseg.engine.task import compute_losses
+from ovseg.engine.precision import StepPrecision
 from ovseg.engine.text_features import TextFeatures
-from ovseg.engine.trainer import autocast_dtype, stem_dtype
 from ovseg.factory import create_model, preset_path
 from ovseg.model.text import build_tokenizer
-from ovseg.model.vision import stem_precision
 
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 
@@ -88,13 +87,11 @@ def main() -> None:
                         cache_dtype=torch.bfloat16 if cache and cfg.train.text_cache_bf16 else None)
     optimizer = build_optimizer(model, cfg.train, 1e-4)
     batch = batch_of(cfg, args.batch, args.image_size, device, args.stage)
-    modes = {name: (autocast_dtype(name, device), stem_dtype(name, device)) for name in args.precision}
+    modes = {name: StepPrecision.for_training(name, device) for name in args.precision}
     first = args.precision[0]
 
     def step(mode: str = first) -> None:
-        amp, stem = modes[mode]
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None), \
-                stem_precision(model.image_encoders(), stem):
+        with modes[mode].applied(model):
             losses = compute_losses(model, batch, text, cfg.model)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

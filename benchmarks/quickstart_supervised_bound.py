@@ -27,7 +27,7 @@ from torch import nn
 from ovseg.config import load_config
 from ovseg.data.scenes.dataset import CaptionedScenes, class_names, to_model_input
 from ovseg.engine.optim import build_optimizer, lr_at, scaled_lrs, set_lr
-from ovseg.engine.trainer import stem_dtype
+from ovseg.engine.precision import stem_dtype
 from ovseg.evaluation.metrics import ConfusionMatrix
 from ovseg.factory import preset_path
 from ovseg.inference.refine import refine_masks

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from ovseg.config import load_config
 from ovseg.engine import distributed as D
-from ovseg.engine.trainer import Run, train
+from ovseg.engine.trainer import TrainingRun, train
 from ovseg.factory import preset_path
 
 SMALL = ["data.scenes.train_size=64", "data.scenes.val_size=4", "data.image_size=32", "model.img_encoder.img_size=32",
@@ -82,8 +82,9 @@ def test_two_processes_equal_one_process_over_the_concatenated_batch(tmp_path):
     assert_same_weights(one.final, tmp_path / "two" / "final.safetensors", atol=2e-5)
     # the comparison can fail: two steps moved the weights far beyond the tolerance
     start = load_config(preset_path("quickstart/stage1"), SMALL + EXACT)
-    moved = max((v - load_file(one.final)[k]).abs().max() for k, v in Run(start, tmp_path / "x").model.state_dict()
-                .items() if k.startswith("img_projector") and v.is_floating_point())
+    initial = TrainingRun(start, tmp_path / "x").model.state_dict()
+    moved = max((v - load_file(one.final)[k]).abs().max() for k, v in initial.items()
+                if k.startswith("img_projector") and v.is_floating_point())
     assert moved > 1e-3
 
     # stage 2 from that checkpoint: the mask loss keeps the original's per-process sum, so two processes
@@ -147,7 +148,7 @@ def test_a_checkpoint_of_another_global_batch_resumes_with_a_rescaled_schedule(t
     train(load_config(preset_path("quickstart/stage1"), base + ["data.batch_size=16"]), tmp_path)
     # e.g. the same run continued on twice the processes: half the per-process batch here, one process
     cfg = load_config(preset_path("quickstart/stage1"), base + ["data.batch_size=8"])
-    run = Run(cfg, tmp_path)
+    run = TrainingRun(cfg, tmp_path)
     with caplog.at_level(logging.WARNING):
         run.resume()
     assert run.state["step"] == 8  # 64 samples seen = 8 steps of 8

@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from ovseg.config import load_config
-from ovseg.engine import task as task_module
+from ovseg.engine import objective as objective_module
+from ovseg.engine import precision as precision_module
 from ovseg.engine import trainer as trainer_module
-from ovseg.engine.trainer import NonFiniteLoss, Run, train
+from ovseg.engine.trainer import NonFiniteLoss, TrainingRun, train
 from ovseg.errors import ConfigError
 from ovseg.factory import preset_path
 
@@ -57,7 +58,7 @@ def test_an_interrupted_run_resumes_at_the_same_step_with_identical_state(tmp_pa
         train(cfg, tmp_path / "b")
     monkeypatch.setattr(trainer_module, "save_training_checkpoint", real_save)
     saved = torch.load(tmp_path / "b" / "checkpoints" / "step_00000003.state.pt", weights_only=True)
-    run = Run(cfg, tmp_path / "b")
+    run = TrainingRun(cfg, tmp_path / "b")
     run.resume()
     assert run.state["step"] == 3
     assert _same(run.optimizer.state_dict()["state"], saved["optimizer"]["state"])
@@ -78,7 +79,7 @@ def _same(x, y) -> bool:
 
 
 def test_a_non_finite_loss_stops_with_step_and_part_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    original = task_module.compute_losses
+    original = objective_module.compute_losses
     calls = {"n": 0}
 
     def poisoned(model, batch, text, cfg):
@@ -89,7 +90,7 @@ def test_a_non_finite_loss_stops_with_step_and_part_and_keeps_the_last_checkpoin
             losses["total"] = losses["contrast"] + losses["entity"]
         return losses
 
-    monkeypatch.setattr("ovseg.engine.trainer.compute_losses", poisoned)
+    monkeypatch.setattr(objective_module, "compute_losses", poisoned)
     with pytest.raises(NonFiniteLoss, match=r"step 3: loss 'entity' is nan.*step_00000002"):
         train(small_cfg(extra=["train.max_steps=6", "checkpoint.every_steps=2"]), tmp_path)
     latest = json.loads((tmp_path / "checkpoints" / "latest.json").read_text())
@@ -104,10 +105,10 @@ def test_stage2_needs_a_stage1_checkpoint(tmp_path):
 def test_stage2_gradients_skip_the_momentum_and_frozen_text_encoders(tmp_path):
     stage1 = train(small_cfg(extra=["train.max_steps=1"]), tmp_path / "s1")
     cfg = small_cfg(2, [f"checkpoint.stage1_checkpoint={stage1.final}", "train.max_steps=1"])
-    run = Run(cfg, tmp_path / "s2")
+    run = TrainingRun(cfg, tmp_path / "s2")
     torch.testing.assert_close(run.model.img_encoder_momentum.pos_embed, run.model.img_encoder.pos_embed)
     batch = run.to_device(next(iter(run.loader)))
-    losses = task_module.compute_losses(run.model, batch, run.text, cfg.model)
+    losses = objective_module.compute_losses(run.model, batch, run.text, cfg.model)
     assert set(losses) >= {"contrast", "entity", "mask", "total"}
     losses["total"].backward()
     assert all(p.grad is None for p in run.model.img_encoder_momentum.parameters())
@@ -140,10 +141,10 @@ def test_the_patch_prompt_loss_scores_each_entity_by_its_best_patch(tmp_path):
     from ovseg.losses import multi_label_loss, presence
 
     cfg = small_cfg(extra=["model.patch_label_weight=0.5", "model.multi_label_weight=0"])
-    run = Run(cfg, tmp_path)
+    run = TrainingRun(cfg, tmp_path)
     batch = run.to_device(next(iter(run.loader)))
     torch.manual_seed(0)  # the same Gumbel noise for the loss and the check
-    losses = task_module.compute_losses(run.model, batch, run.text, cfg.model)
+    losses = objective_module.compute_losses(run.model, batch, run.text, cfg.model)
     torch.manual_seed(0)
     image = run.model.encode_image(batch["image"], per_patch=True)
     vocabulary = sorted({e for names in batch["entities"] for e in names})
@@ -153,18 +154,19 @@ def test_the_patch_prompt_loss_scores_each_entity_by_its_best_patch(tmp_path):
     torch.testing.assert_close(losses["patch_label"], expected)
     torch.testing.assert_close(losses["total"], losses["contrast"] + losses["entity"] + 0.5 * expected)
     with pytest.raises(ConfigError, match="patch_label_weight needs one grouping block"):
-        Run(small_cfg(extra=["model.patch_label_weight=1", "model.img_encoder.depths=[1,1]"]), tmp_path / "b")
+        TrainingRun(small_cfg(extra=["model.patch_label_weight=1", "model.img_encoder.depths=[1,1]"]), tmp_path / "b")
 
 
 @pytest.mark.parametrize("configured_hard", [True, False])
 def test_the_soft_warm_up_ends_in_the_configured_assignment(configured_hard):
     from ovseg.factory import create_model
+    from ovseg.model.grouping import AssignAttention
 
     model = create_model(small_cfg(extra=[f"model.img_encoder.hard_assignment={configured_hard}"]))
-    assign = [m for m in model.modules() if m.__class__.__name__ == "AssignAttention"]
-    trainer_module.set_hard_assignment(model, False)
+    assign = [m for m in model.modules() if isinstance(m, AssignAttention)]
+    model.set_hard_assignment(False)
     assert not any(m.hard or m.gumbel for m in assign)
-    trainer_module.set_hard_assignment(model, True)  # the warm-up is over
+    model.set_hard_assignment(True)  # the warm-up is over
     assert all(m.hard == m.gumbel == configured_hard for m in assign)
 
 
@@ -196,20 +198,20 @@ def test_stem_precision_runs_only_the_stem_in_bf16_and_restores_it():
 
 def test_bf16_stem_needs_native_bf16_and_unknown_modes_are_refused(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(trainer_module, "cpu_has_amx", lambda: False)  # bf16 would be emulated: slower
-    assert trainer_module.stem_dtype("bf16-stem", cpu) is None
-    assert trainer_module.stem_dtype("bf16-stem", torch.device("cuda")) == torch.bfloat16
-    monkeypatch.setattr(trainer_module, "cpu_has_amx", lambda: True)
-    assert trainer_module.stem_dtype("bf16-stem", cpu) == torch.bfloat16
-    assert trainer_module.stem_dtype("fp32", cpu) is None
-    assert trainer_module.autocast_dtype("bf16-stem", cpu) is None  # the rest of the step stays fp32
+    monkeypatch.setattr(precision_module, "cpu_has_amx", lambda: False)  # bf16 would be emulated: slower
+    assert precision_module.stem_dtype("bf16-stem", cpu) is None
+    assert precision_module.stem_dtype("bf16-stem", torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(precision_module, "cpu_has_amx", lambda: True)
+    assert precision_module.stem_dtype("bf16-stem", cpu) == torch.bfloat16
+    assert precision_module.stem_dtype("fp32", cpu) is None
+    assert precision_module.autocast_dtype("bf16-stem", cpu) is None  # the rest of the step stays fp32
     with pytest.raises(ConfigError, match="train.amp: expected auto, fp32, bf16, bf16-stem, got 'fp16'"):
-        trainer_module.autocast_dtype("fp16", cpu)
+        precision_module.autocast_dtype("fp16", cpu)
 
 
 def test_a_bf16_stem_step_trains_the_stem_and_validation_runs_in_fp32(tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer_module, "cpu_has_amx", lambda: True)
-    run = Run(small_cfg(extra=["train.amp=bf16-stem"]), tmp_path)
+    monkeypatch.setattr(precision_module, "cpu_has_amx", lambda: True)
+    run = TrainingRun(small_cfg(extra=["train.amp=bf16-stem"]), tmp_path)
     run.warm_text_cache()
     seen = []
     run.model.img_encoder.patch_embed.proj.register_forward_hook(lambda m, i, o: seen.append(o.dtype))

@@ -140,6 +140,9 @@ class EvaluateConfig:
     seg: SegConfig = field(default_factory=SegConfig)
     val_every_steps: int = 0  # periodic zero-shot mIoU on the validation split (0: only at the end)
     val_bg_thresholds: list[float] = field(default_factory=lambda: [0.95])  # chosen on validation
+    # what validation reads: "scenes" | a benchmark of ovseg.evaluation's registry ("voc", "ade20k" …, read
+    # from seg.data_root with the seg harness) | None: the scenes' val split when data.type is scenes, else none
+    val_dataset: str | None = None
 
 
 @dataclass

@@ -28,8 +28,8 @@ from typing import Protocol
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from .. import ranks
 from .entities import EntityExtractor
 from .samples import REASONS, RawSample, SkippedSample
 
@@ -90,13 +90,6 @@ def shuffled(items: Iterable, buffer: int, rng: random.Random) -> Iterator:
     yield from pending
 
 
-def distributed_info() -> tuple[int, int]:
-    """(rank, world size) of the default process group, (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 class StreamingCaptions(torch.utils.data.IterableDataset):
     """Items {"image": (3, S, S) normalised float, "caption": str, "index": int, "entities": list[str]}, plus
     "cross_image" and "cross_entity" when ``pair_transform`` is given (stage 2).
@@ -113,14 +106,14 @@ class StreamingCaptions(torch.utils.data.IterableDataset):
         self.source, self.transform, self.pair_transform = source, transform, pair_transform
         self.seed, self.shuffle_buffer, self.extractor = seed, shuffle_buffer, extractor
         self._fixed = (rank, world_size) if rank is not None else None
-        self.rank, self.world_size = self._fixed or distributed_info()
+        self.rank, self.world_size = self._fixed or (ranks.rank(), ranks.world_size())
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._skipped = torch.zeros(MAX_WORKER_SLOTS, len(REASONS), dtype=torch.int64).share_memory_()
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's order; seen by DataLoader workers, persistent ones included."""
         self._epoch.fill_(epoch)
-        self.rank, self.world_size = self._fixed or distributed_info()
+        self.rank, self.world_size = self._fixed or (ranks.rank(), ranks.world_size())
 
     def __len__(self) -> int:
         start, stop = part_bounds(len(self.source), self.world_size, self.rank)

@@ -10,6 +10,8 @@ degrade to no-ops in one process.
   ``MASTER_PORT`` or one derived from the job id (so that two jobs on one node do not collide);
 
 and otherwise runs as one process. The backend is NCCL when the processes train on CUDA, gloo on CPU.
+``rank``, ``world_size``, ``is_distributed`` and ``is_main`` live in ``ovseg.ranks`` (data and losses need
+them too) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ import torch.distributed as dist
 
 from ..config import DistBackend
 from ..errors import OvsegError
+from ..ranks import is_distributed, is_main, rank, world_size
+
+__all__ = ["DistributedError", "Launch", "barrier", "broadcast_object", "first_slurm_host", "gather_objects",
+           "init_from_environment", "is_distributed", "is_main", "mean_over_ranks", "pick_backend", "rank",
+           "read_launch", "shutdown", "world_size"]
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +52,6 @@ class Launch:
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
     launcher: str = "none"  # none | torchrun | slurm
-
-
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def is_main() -> bool:
-    return rank() == 0
 
 
 def barrier() -> None:

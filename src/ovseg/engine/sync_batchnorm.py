@@ -10,17 +10,17 @@ offers a CPU one: per-rank mean and squared deviations are gathered with gradien
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ..losses.contrastive import gather_with_grad
+from ..ranks import is_distributed
 
 
 class GlobalBatchNorm(nn.BatchNorm1d):
     """``BatchNorm1d`` whose training statistics span all ranks; same parameters, buffers and keys."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized()):
+        if not (self.training and is_distributed()):
             return super().forward(x)
         dims = [0] + list(range(2, x.dim()))  # every axis but the channels
         shape = [1, -1] + [1] * (x.dim() - 2)

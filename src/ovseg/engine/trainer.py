@@ -12,6 +12,10 @@ projection heads normalise over the global batch, and DDP averages gradients. On
 keeps the original's per-process normalisation (summed over the process's batch, spec §2.3), so there
 W processes equal one process with ``maskloss_weight / W``. Rank 0 logs, validates and writes checkpoints;
 every rank resumes from the checkpoint rank 0 names.
+
+This module is the loop; its parts live beside it: ``stages`` (the model a stage starts from),
+``objective`` (the losses and their weights), ``precision`` (``train.amp``), ``optim`` (AdamW, schedule),
+``validate`` (what validation reads), ``resume`` (which checkpoint to continue from), ``distributed``.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
 
 import numpy as np
 import torch
@@ -33,30 +37,22 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..checkpoints import load_model, save_model
-from ..checkpoints.training import (
-    latest_checkpoint,
-    load_training_checkpoint,
-    model_config_change,
-    save_training_checkpoint,
-)
-from ..config import TrainingPrecision
-from ..data.builder import build_collator, build_train_dataset, scene_split
-from ..data.scenes.dataset import class_names
+from ..checkpoints import save_model
+from ..checkpoints.training import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from ..data.builder import build_collator, build_train_dataset
 from ..errors import ConfigError, OvsegError
-from ..factory import create_model
 from ..fileio import atomic_write
 from ..inference.segmenter import check_seg_config
-from ..model import OVSegmentor
 from ..model.text import build_tokenizer
-from ..model.vision import stem_precision
 from . import distributed as D
 from .compilation import compile_hot_modules
+from .objective import TrainingObjective
 from .optim import build_optimizer, lr_at, scaled_lrs, set_lr
-from .sync_batchnorm import convert_batchnorm
-from .task import compute_losses
+from .precision import StepPrecision
+from .resume import find_checkpoint, same_samples_step
+from .stages import build_model
 from .text_features import TextFeatures
-from .validate import evaluate_scenes
+from .validate import Validator, build_validator
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +63,8 @@ class NonFiniteLoss(OvsegError):
 
 @dataclass
 class TrainResult:
+    """Where a finished run left its weights, and its best validation (None: no validation)."""
+
     output: Path
     final: Path
     best: Path | None
@@ -75,113 +73,56 @@ class TrainResult:
     steps: int
 
 
-AMP_MODES = get_args(TrainingPrecision)
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The training step's autocast dtype: bf16 when asked for (or on CUDA with ``auto``), else None (fp32;
-    ``bf16-stem`` runs only the image stem in bf16, see ``stem_dtype``)."""
-    if amp not in AMP_MODES:
-        raise ConfigError(f"train.amp: expected {', '.join(AMP_MODES)}, got '{amp}'")
-    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def stem_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """bf16 for the image stem alone with ``bf16-stem`` where bf16 is native (CUDA, or a CPU with AMX):
-    the quickstart's conv stem then runs ~2x faster on CPU, while its small transformer would lose more
-    to casts than it gains (BENCHMARKS.md). A CPU without AMX would emulate bf16, so it stays fp32 there."""
-    if amp != "bf16-stem":
-        return None
-    if device.type == "cuda" or (device.type == "cpu" and cpu_has_amx()):
-        return torch.bfloat16
-    log.info("train.amp=bf16-stem: this CPU has no AMX, so the stem stays fp32")
-    return None
-
-
-def cpu_has_amx() -> bool:
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, hence the guard
-    return bool(probe and probe())
-
-
-def build_model(cfg: DictConfig, device: torch.device) -> OVSegmentor:
-    """A fresh model; stage 2 loads the stage-1 weights and copies the image encoder into the EMA one."""
-    model = create_model(cfg)
-    if cfg.train.stage == 2:
-        path = cfg.checkpoint.stage1_checkpoint
-        if not path:
-            raise ConfigError("stage 2 needs checkpoint.stage1_checkpoint (the stage-1 result to start from)")
-        stage1, _ = load_model(path, training=True)
-        missing, unexpected = model.load_state_dict(stage1.state_dict(), strict=False)
-        bad = [k for k in missing if not k.startswith("img_encoder_momentum.")] + list(unexpected)
-        if bad:
-            raise ConfigError(f"{path}: does not fit the stage-2 model ({len(bad)} keys differ, e.g. {bad[0]})")
-        model.img_encoder_momentum.load_state_dict(model.img_encoder.state_dict())
-    if D.is_distributed():
-        model = convert_batchnorm(model, device.type)
-    return model.to(device).train()
-
-
-def set_hard_assignment(model: OVSegmentor, hard: bool) -> None:
-    """Switch the grouping between Gumbel hard (the paper) and soft assignment (a warm-up option).
-    A model configured soft (``img_encoder.hard_assignment: false``) stays soft."""
-    hard = hard and model.cfg.img_encoder.hard_assignment
-    for module in model.modules():
-        if module.__class__.__name__ == "AssignAttention":
-            module.hard = module.gumbel = hard
-
-
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-class TrainStep(nn.Module):
-    """The losses of one batch as a module's forward, so that DDP can wrap it (it hooks ``forward``)."""
-
-    def __init__(self, model: OVSegmentor, text: TextFeatures, cfg: DictConfig):
-        super().__init__()
-        self.model, self.text, self.cfg = model, text, cfg
-
-    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        return compute_losses(self.model, batch, self.text, self.cfg)
-
-
-class Run:
-    """Everything one training run holds; ``train`` drives it."""
+class TrainingRun:
+    """Everything one training run holds (model, objective, data, optimizer, schedule, state, validation);
+    ``train`` drives it. Construction order fixes the random draws: keep it."""
 
     def __init__(self, cfg: DictConfig, output: Path):
         self.cfg, self.output = cfg, output
         t = cfg.train
         self.device = D.init_from_environment(t.device, t.dist_backend, t.dist_timeout_s)
+        self._build_model()
+        self.dataset = build_train_dataset(cfg)
+        self.loader = self._loader()
+        self._build_schedule()
+        self.optimizer = build_optimizer(self.model, cfg.train, self.base_lr)
+        self.precision = StepPrecision.for_training(cfg.train.amp, self.device)
+        self.state = {"step": 0, "epoch": 0, "best_val_miou": None, "best_bg_thresh": None}
+        self.validator: Validator | None = build_validator(cfg)
+        if self.validator is not None:
+            check_seg_config(self.model, cfg.evaluate.seg)
+
+    def _build_model(self) -> None:
+        """The stage's model, its text-feature cache and the objective (DDP-wrapped under several processes)."""
+        cfg = self.cfg
         seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         self.model = build_model(cfg, self.device)
-        if t.compile:
+        if cfg.train.compile:
             compile_hot_modules(self.model)
         seed_everything(cfg.seed + D.rank())  # then independent randomness per rank (Gumbel noise, dropout)
         te = cfg.model.text_encoder
         self.text = TextFeatures(self.model, build_tokenizer(te.name, te.tokenizer), te.max_length, cache=te.fixed,
                                  cache_dtype=torch.bfloat16 if cfg.train.text_cache_bf16 else None)
-        self.step_module: nn.Module = TrainStep(self.model, self.text, cfg.model)
+        self.objective: nn.Module = TrainingObjective(self.model, self.text, cfg.model)
         if D.is_distributed():
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
-        self.dataset = build_train_dataset(cfg)
-        self.loader = self._loader()
-        self.steps_per_epoch = max(1, self._batches_per_epoch() // cfg.train.accumulation_steps)
-        self.total = cfg.train.max_steps or cfg.train.epochs * self.steps_per_epoch
-        self.warmup = round(cfg.train.warmup_epochs * self.steps_per_epoch)
-        self.global_batch = global_batch = cfg.data.batch_size * D.world_size() * cfg.train.accumulation_steps
-        self.base_lr, self.warmup_lr, self.min_lr = scaled_lrs(cfg.train, global_batch)
-        self.optimizer = build_optimizer(self.model, cfg.train, self.base_lr)
-        self.amp = autocast_dtype(cfg.train.amp, self.device)
-        self.stem_amp = stem_dtype(cfg.train.amp, self.device)
-        self.state = {"step": 0, "epoch": 0, "best_val_miou": None, "best_bg_thresh": None}
-        self.val_set = scene_split(cfg, "val") if cfg.data.type == "scenes" else None
-        if self.val_set is not None:
-            check_seg_config(self.model, cfg.evaluate.seg)
+            self.objective = DistributedDataParallel(self.objective, device_ids=ids)
+
+    def _build_schedule(self) -> None:
+        """Steps per epoch and in all, warm-up, the global batch and the learning rates scaled to it."""
+        t = self.cfg.train
+        self.steps_per_epoch = max(1, self._batches_per_epoch() // t.accumulation_steps)
+        self.total = t.max_steps or t.epochs * self.steps_per_epoch
+        self.warmup = round(t.warmup_epochs * self.steps_per_epoch)
+        self.global_batch = self.cfg.data.batch_size * D.world_size() * t.accumulation_steps
+        self.base_lr, self.warmup_lr, self.min_lr = scaled_lrs(t, self.global_batch)
 
     def _loader(self) -> torch.utils.data.DataLoader:
         """Map-style data: one seeded permutation per epoch, split across ranks (rank r takes every W-th
@@ -235,49 +176,26 @@ class Run:
 
     def resume(self) -> None:
         """Continue from the last checkpoint; rank 0 chooses it, so that every rank loads the same one."""
-        found = self._find_checkpoint() if D.is_main() else None
+        found = find_checkpoint(self.cfg, self.output) if D.is_main() else None
         found = D.broadcast_object(found)
         if isinstance(found, str):  # rank 0's error, raised on every rank
             raise ConfigError(found)
         if found:
             self.state.update(load_training_checkpoint(*map(Path, found), self.model, self.optimizer))
-            self._rescale_schedule(found[0])
+            step = same_samples_step(self.state, self.global_batch, D.world_size(), found[0], D.is_main())
+            if step is not None:
+                self.state.update(step=step, epoch=step // self.steps_per_epoch)
             log.info("resumed from %s at step %d", found[0], self.state["step"])
 
-    def _find_checkpoint(self) -> tuple[str, str] | str | None:
-        ckpt = self.cfg.checkpoint
-        found = latest_checkpoint(self.output / "checkpoints") if ckpt.auto_resume and not ckpt.resume else None
-        change = model_config_change(found[0], OmegaConf.to_container(self.cfg.model, resolve=True)) if found else None
-        if change:
-            return (f"{self.output} holds a run of another model ({change}); choose another output folder, or "
-                    f"delete {self.output / 'checkpoints'} to start afresh")
-        if ckpt.resume:
-            found = latest_checkpoint(Path(ckpt.resume)) if Path(ckpt.resume).is_dir() else None
-            if found is None:
-                return f"checkpoint.resume: no training checkpoint in {ckpt.resume}"
-        return (str(found[0]), str(found[1])) if found else None
-
-    def _rescale_schedule(self, source: str) -> None:
-        """A checkpoint of another global batch (world size, batch or accumulation changed): keep the number
-        of samples seen, so the schedule and the data position continue where they were."""
-        saved = self.state.get("global_batch", self.global_batch)
-        if saved == self.global_batch:
-            return
-        step = round(self.state["step"] * saved / self.global_batch)
-        if D.is_main():
-            log.warning("%s was written with a global batch of %d (world size %s); this run has %d (world size %d): "
-                        "step %d becomes step %d (same samples seen)", source, saved, self.state.get("world_size"),
-                        self.global_batch, D.world_size(), self.state["step"], step)
-        self.state.update(step=step, epoch=step // self.steps_per_epoch)
-
     def save(self) -> Path | None:
+        """A training checkpoint (weights, optimizer, state) by rank 0; every rank records the global batch."""
         self.state.update(global_batch=self.global_batch, world_size=D.world_size())
         if not D.is_main():
             return None
         return save_training_checkpoint(self.output / "checkpoints", self.model, self.cfg, self.optimizer,
                                         dict(self.state), self.cfg.checkpoint.keep_last)
 
-    def epoch_batches(self, epoch: int):
+    def epoch_batches(self, epoch: int) -> Iterator[dict]:
         """The epoch's batches; on resume the ones already consumed are skipped (same order)."""
         for obj in (self.dataset, self.sampler):
             if hasattr(obj, "set_epoch"):
@@ -302,22 +220,17 @@ class Run:
             self.log({"epoch": epoch, "skipped": self.dataset.skipped()})
 
     def to_device(self, batch: dict) -> dict:
+        """The batch's tensors on this process's device (strings and lists stay)."""
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     def step(self, batches: list[dict]) -> dict[str, torch.Tensor]:
         """One optimizer step over ``accumulation_steps`` micro-batches."""
         step = self.state["step"]
         set_lr(self.optimizer, lr_at(step, self.total, self.warmup, self.base_lr, self.warmup_lr, self.min_lr))
-        set_hard_assignment(self.model, step >= self.cfg.train.soft_assignment_fraction * self.total)
+        self.model.set_hard_assignment(step >= self.cfg.train.soft_assignment_fraction * self.total)
         parts: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(batches):
-            last = i == len(batches) - 1  # DDP averages gradients once, after the last micro-batch
-            sync = self.step_module.no_sync() if D.is_distributed() and not last else contextlib.nullcontext()
-            with sync:
-                with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None), \
-                        stem_precision(self.model.image_encoders(), self.stem_amp):
-                    losses = self.step_module(self.to_device(batch))
-                (losses["total"] / len(batches)).backward()
+            losses = self._backward(batch, len(batches), last=i == len(batches) - 1)
             parts = {k: parts.get(k, 0) + v.detach() / len(batches) for k, v in losses.items()}
         if self.cfg.train.clip_grad > 0:
             parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_grad)
@@ -328,24 +241,106 @@ class Run:
         self.state["step"] = step + 1
         return parts
 
+    def _backward(self, batch: dict, micro_batches: int, last: bool) -> dict[str, torch.Tensor]:
+        """Losses and gradients of one micro-batch; DDP averages gradients once, after the ``last``."""
+        sync = self.objective.no_sync() if D.is_distributed() and not last else contextlib.nullcontext()
+        with sync:
+            with self.precision.applied(self.model):
+                losses = self.objective(self.to_device(batch))
+            (losses["total"] / micro_batches).backward()
+        return losses
+
+    def optimizer_steps(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Run the epoch's optimizer steps (from the resumed position), yielding each one's loss parts."""
+        pending: list[dict] = []
+        for batch in self.epoch_batches(epoch):
+            pending.append(batch)
+            if len(pending) < self.cfg.train.accumulation_steps:
+                continue
+            parts, pending = self.step(pending), []
+            yield parts
+
+    def fit(self, bar: tqdm) -> None:
+        """Train until step ``total``, logging, validating and saving on the configured steps."""
+        self.throughput = Throughput()
+        while self.state["step"] < self.total:
+            epoch = self.state["step"] // self.steps_per_epoch
+            self.state["epoch"] = epoch
+            for parts in self.optimizer_steps(epoch):
+                bar.update(1)
+                self.after_step(parts, epoch, bar)
+                if self.state["step"] >= self.total:
+                    break
+
+    def after_step(self, parts: dict[str, torch.Tensor], epoch: int, bar: tqdm) -> None:
+        """Log, validate and checkpoint where due (the last step is validated and saved by ``finish``)."""
+        cfg, step, every = self.cfg, self.state["step"], self.cfg.checkpoint.every_steps
+        self.throughput.add(cfg.data.batch_size * cfg.train.accumulation_steps)
+        if step % cfg.train.log_every == 0 or step == self.total or (every and step % every == 0):
+            self.report(parts, epoch, bar)
+        if cfg.evaluate.val_every_steps and step % cfg.evaluate.val_every_steps == 0 and step < self.total:
+            self.validate()
+        if every and step % every == 0 and step < self.total:
+            self.save()
+
+    def report(self, parts: dict[str, torch.Tensor], epoch: int, bar: tqdm) -> None:
+        """One metrics.jsonl record; stops on a non-finite loss (every rank takes this branch: steps agree)."""
+        step = self.state["step"]
+        parts = D.mean_over_ranks(parts)
+        check_finite(parts, step, self.output)
+        rate = self.throughput.read()
+        record = {"step": step, "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                  "logit_scale": float(self.model.scale().detach()), "samples_per_s": rate,
+                  **{f"loss_{k}": float(v) for k, v in parts.items()}}
+        self.log(record)
+        bar.set_postfix(loss=f"{record['loss_total']:.3f}", rate=f"{rate:.0f}/s")
+
     def validate(self) -> None:
-        """Zero-shot val mIoU for each candidate background threshold; keep the best model."""
-        if self.val_set is None or not D.is_main():
+        """Score the model with the configured validator; keep the best model (``best.safetensors``)."""
+        if self.validator is None or not D.is_main():
             return
-        results = evaluate_scenes(self.model, self.val_set, class_names(), list(self.cfg.evaluate.val_bg_thresholds),
-                                  self.cfg.data.image_size, self.cfg.evaluate.seg)
-        thresh, best = max(results.items(), key=lambda kv: kv[1]["miou"])
-        self.log({"step": self.state["step"], "val_miou": best["miou"], "val_bg_thresh": thresh})
-        if self.state["best_val_miou"] is None or best["miou"] > self.state["best_val_miou"]:
-            self.state.update(best_val_miou=best["miou"], best_bg_thresh=thresh)
-            save_model(self.model, self.cfg, self.output / "best.safetensors",
-                       extra={"step": str(self.state["step"]), "val_miou": f"{best['miou']:.4f}",
-                              "bg_thresh": str(thresh)})
+        metrics = self.validator(self.model)
+        self.log({"step": self.state["step"], **{f"val_{k}": v for k, v in metrics.items()}})
+        miou, thresh = metrics["miou"], metrics["bg_thresh"]
+        if self.state["best_val_miou"] is None or miou > self.state["best_val_miou"]:
+            self.state.update(best_val_miou=miou, best_bg_thresh=thresh)
+            extra = {"step": str(self.state["step"]), "val_miou": f"{miou:.4f}"}
+            if thresh is not None:
+                extra["bg_thresh"] = str(thresh)
+            save_model(self.model, self.cfg, self.output / "best.safetensors", extra=extra)
+
+    def finish(self) -> TrainResult:
+        """Validate and save the last step, write ``final.safetensors``; the run's result."""
+        self.validate()  # may update best_val_miou, so the final checkpoint is written after it
+        self.save()
+        final = self.output / "final.safetensors"
+        if D.is_main():
+            save_model(self.model, self.cfg, final, extra={"step": str(self.state["step"])})
+        best = self.output / "best.safetensors"
+        return TrainResult(self.output, final, best if best.is_file() else None, self.state["best_val_miou"],
+                           self.state["best_bg_thresh"], self.state["step"])
 
     def log(self, record: dict) -> None:
+        """One line of ``metrics.jsonl`` (rank 0)."""
         if D.is_main():
             with open(self.output / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+class Throughput:
+    """Samples per second over all ranks since the last reading."""
+
+    def __init__(self):
+        self.tick, self.seen = time.perf_counter(), 0
+
+    def add(self, samples: int) -> None:
+        self.seen += samples
+
+    def read(self) -> float:
+        now = time.perf_counter()
+        rate = self.seen * D.world_size() / (now - self.tick)
+        self.tick, self.seen = now, 0
+        return rate
 
 
 def check_finite(parts: dict[str, torch.Tensor], step: int, output: Path) -> None:
@@ -378,48 +373,14 @@ def train(cfg: DictConfig, output: str | Path | None = None) -> TrainResult:
 
 
 def _train(cfg: DictConfig, output: Path) -> TrainResult:
+    """One process's part of the run: config.yaml, resume, the loop, the final validation and weights."""
     output.mkdir(parents=True, exist_ok=True)
     if D.is_main():
         atomic_write(output / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp, resolve=True))
-    run = Run(cfg, output)
+    run = TrainingRun(cfg, output)
     run.warm_text_cache()
     run.resume()
-    cfg_t, every = cfg.train, cfg.checkpoint.every_steps
-    bar = tqdm(total=run.total, initial=run.state["step"], desc=f"stage {cfg_t.stage}", disable=not D.is_main(),
-               dynamic_ncols=True)
-    tick, seen = time.perf_counter(), 0
-    while run.state["step"] < run.total:
-        epoch = run.state["step"] // run.steps_per_epoch
-        run.state["epoch"] = epoch
-        pending: list[dict] = []
-        for batch in run.epoch_batches(epoch):
-            pending.append(batch)
-            if len(pending) < cfg_t.accumulation_steps:
-                continue
-            parts, pending = run.step(pending), []
-            step, seen = run.state["step"], seen + cfg.data.batch_size * cfg_t.accumulation_steps
-            bar.update(1)
-            if step % cfg_t.log_every == 0 or step == run.total or (every and step % every == 0):
-                parts = D.mean_over_ranks(parts)  # every rank takes this branch: the steps agree
-                check_finite(parts, step, output)
-                rate, tick, seen = seen * D.world_size() / (time.perf_counter() - tick), time.perf_counter(), 0
-                record = {"step": step, "epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"],
-                          "logit_scale": float(run.model.scale().detach()), "samples_per_s": rate,
-                          **{f"loss_{k}": float(v) for k, v in parts.items()}}
-                run.log(record)
-                bar.set_postfix(loss=f"{record['loss_total']:.3f}", rate=f"{rate:.0f}/s")
-            if cfg.evaluate.val_every_steps and step % cfg.evaluate.val_every_steps == 0 and step < run.total:
-                run.validate()
-            if every and step % every == 0 and step < run.total:  # the last step is saved after validation
-                run.save()
-            if step >= run.total:
-                break
-    bar.close()
-    run.validate()  # may update best_val_miou, so the final checkpoint is written after it
-    run.save()
-    final = output / "final.safetensors"
-    if D.is_main():
-        save_model(run.model, cfg, final, extra={"step": str(run.state["step"])})
-    best = output / "best.safetensors"
-    return TrainResult(output, final, best if best.is_file() else None, run.state["best_val_miou"],
-                       run.state["best_bg_thresh"], run.state["step"])
+    with tqdm(total=run.total, initial=run.state["step"], desc=f"stage {cfg.train.stage}", disable=not D.is_main(),
+              dynamic_ncols=True) as bar:
+        run.fit(bar)
+    return run.finish()

@@ -6,18 +6,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from ..ranks import rank, world_size
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from every rank along dim 0; gradients flow back to each rank's slice.
     One process: ``x`` itself."""
-    _, world = _world()
-    if world == 1:
+    if world_size() == 1:
         return x
     try:  # torch's functional collectives (differentiable: the backward sums the ranks' gradients)
         from torch.distributed._functional_collectives import all_gather_single
@@ -34,8 +29,7 @@ def contrastive_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> t
     a, b: (B, D) paired embeddings (normalised here); scale: the clamped logit scale s (0-dim).
     """
     a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-    rank, _ = _world()
-    labels = torch.arange(a.shape[0], device=a.device) + a.shape[0] * rank
+    labels = torch.arange(a.shape[0], device=a.device) + a.shape[0] * rank()
     loss_a = F.cross_entropy(scale * a @ gather_with_grad(b).t(), labels)
     loss_b = F.cross_entropy(scale * b @ gather_with_grad(a).t(), labels)
     return 0.5 * (loss_a + loss_b)

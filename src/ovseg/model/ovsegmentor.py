@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .entity_decoder import EntityDecoder
-from .grouping import Assignment
+from .grouping import AssignAttention, Assignment
 from .heads import ProjectMLP
 from .text import TextEncoder, build_hf_model
 from .vision import GroupViT
@@ -114,6 +114,15 @@ class OVSegmentor(nn.Module):
         """The online image encoder and, in stage 2, its momentum copy."""
         momentum = getattr(self, "img_encoder_momentum", None)
         return [self.img_encoder] + ([momentum] if momentum is not None else [])
+
+    def set_hard_assignment(self, hard: bool) -> None:
+        """Switch every grouping (the momentum encoder's too) between Gumbel hard assignment (the paper)
+        and plain soft assignment (``train.soft_assignment_fraction``'s warm-up). A model configured soft
+        (``img_encoder.hard_assignment: false``) stays soft."""
+        hard = hard and self.cfg.img_encoder.hard_assignment
+        for module in self.modules():
+            if isinstance(module, AssignAttention):
+                module.hard = module.gumbel = hard
 
     @property
     def num_groups(self) -> int:

@@ -1,9 +1,14 @@
-"""One training step's losses for stage 1 (contrastive + entity) and stage 2 (+ cross-image mask)."""
+"""The training objective: the losses of one batch and their weights (``model`` section of the config).
+
+Stage 1: image-caption InfoNCE + masked entity completion (weight ``entity_weight``); stage 2 adds the
+cross-image mask consistency (``maskloss_weight``); ovseg's optional prompt losses each have a ``*_weight``.
+"""
 
 from __future__ import annotations
 
 import torch
 from omegaconf import DictConfig
+from torch import nn
 
 from ..losses import (
     assignment_logits,
@@ -40,13 +45,37 @@ def compute_losses(model: OVSegmentor, batch: dict, text: TextFeatures, cfg: Dic
     if pending is not None:
         losses["mask"] = pending.finish().value
     losses.update(extra)
-    weights = {"entity": cfg.entity_weight, "mask": cfg.maskloss_weight, **{n: cfg[f"{n}_weight"] for n in extra}}
+    losses["total"] = weighted_total(losses, loss_weights(cfg, list(extra)))
+    return losses
+
+
+def loss_weights(cfg: DictConfig, extra: list[str]) -> dict[str, float]:
+    """The weight of each loss beside the contrastive one (weight 1), in the original's order of summation:
+    entity, mask, then ovseg's ``extra`` prompt losses."""
+    return {"entity": cfg.entity_weight, "mask": cfg.maskloss_weight, **{n: cfg[f"{n}_weight"] for n in extra}}
+
+
+def weighted_total(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """contrast + Σ weight · loss over the losses present, summed in ``weights``' order (float sums are
+    order-sensitive: this order reproduces the original's numbers)."""
     total = losses["contrast"]
-    for name, weight in weights.items():  # the original's order: contrast, entity, mask, then ovseg's
+    for name, weight in weights.items():
         if name in losses:
             total = total + weight * losses[name]
-    losses["total"] = total
-    return losses
+    return total
+
+
+class TrainingObjective(nn.Module):
+    """The weighted losses of one batch as a module's forward, so that DDP can wrap it (it hooks ``forward``).
+
+    ``cfg`` is the ``model`` section (loss switches and weights)."""
+
+    def __init__(self, model: OVSegmentor, text: TextFeatures, cfg: DictConfig):
+        super().__init__()
+        self.model, self.text, self.cfg = model, text, cfg
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        return compute_losses(self.model, batch, self.text, self.cfg)
 
 
 def group_losses(model: OVSegmentor, image, batch: dict, text: TextFeatures, cfg: DictConfig) -> dict:
