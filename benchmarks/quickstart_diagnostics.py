@@ -34,6 +34,7 @@ from ovseg.data.scenes.dataset import CaptionedScenes, class_names
 from ovseg.engine.validate import scene_seg_config
 from ovseg.evaluation.metrics import ConfusionMatrix
 from ovseg.inference import Segmenter
+from ovseg.quickstart import run_config
 
 
 def majority_labels(groups: torch.Tensor, gt: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -62,7 +63,8 @@ def naming_aucs(scores: np.ndarray, majority: np.ndarray) -> tuple[float, float]
 
 
 def diagnose(checkpoint: str, split: str, images: int, thresholds: list[float], scoring: str | None = None) -> dict:
-    model, cfg = load_model(checkpoint)
+    model, _ = load_model(checkpoint)
+    cfg = run_config(checkpoint)
     size, patch = cfg.data.image_size, cfg.model.img_encoder.patch_size
     scenes = CaptionedScenes(split, images, size, clutter=cfg.data.scenes.clutter)
     names = class_names()

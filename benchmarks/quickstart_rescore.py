@@ -16,12 +16,13 @@ import time
 from omegaconf import OmegaConf
 
 from ovseg.checkpoints import load_model
-from ovseg.quickstart import validated_test_miou
+from ovseg.quickstart import run_config, validated_test_miou
 
 
 def rescore(checkpoint: str, scoring: str, refine: str, thresholds: list[float], top_k: int | None = None,
             flip: bool | None = None, rotate: bool | None = None) -> dict:
-    model, cfg = load_model(checkpoint)
+    model, _ = load_model(checkpoint)
+    cfg = run_config(checkpoint)
     seg = OmegaConf.merge(cfg.evaluate.seg, {"scoring": scoring, "refine": refine})
     seg.top_k = top_k or seg.top_k
     seg.flip = seg.flip if flip is None else flip

@@ -111,6 +111,18 @@ def paper_harness_miou(model, cfg, test) -> tuple[float, float]:
     return test_miou, thresh
 
 
+def run_config(checkpoint: str | Path):
+    """The settings of the training run that wrote ``checkpoint``: the ``config.yaml`` the trainer keeps in its
+    output folder (beside the checkpoint, or one level up for ``checkpoints/step_*``), else the stage-2 preset.
+    A checkpoint's own stored config only describes its architecture (docs/security.md), so scoring settings
+    (``evaluate.seg``) and data settings come from here."""
+    for folder in (Path(checkpoint).parent, Path(checkpoint).parent.parent):
+        if (folder / "config.yaml").is_file():
+            return load_config(folder / "config.yaml")
+    log.info("%s: no config.yaml beside it; using the quickstart/stage2 preset's settings", checkpoint)
+    return load_config(preset_path("quickstart/stage2"))
+
+
 def validated_test_miou(model, cfg, seg, thresholds: list[float], test=None) -> tuple[float, float, dict]:
     """(test mIoU, background threshold chosen on the validation split, {threshold: validation mIoU}) of
     ``model`` scored with the ``evaluate.seg`` settings ``seg``."""
