@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import merge_checked, schema, to_container
-from ..errors import CheckpointError, OvsegError
+from ..errors import CheckpointError
 from ..model import OVSegmentor
 from .files import OVSEG_FORMAT, read_header, read_shapes, read_weights, save_weights, sniff_format
 from .official import read_official
@@ -26,11 +26,8 @@ log = logging.getLogger(__name__)
 
 def load_state_dict_checked(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """Strict load with a readable diff: shape mismatches name the key and both shapes."""
+    check_shapes(model, {key: tuple(value.shape) for key, value in state_dict.items()}, source)
     expected = model.state_dict()
-    for key, value in state_dict.items():
-        if key in expected and tuple(expected[key].shape) != tuple(value.shape):
-            raise CheckpointError(f"{source}: '{key}' has shape {tuple(value.shape)}, the model expects "
-                                  f"{tuple(expected[key].shape)} (a checkpoint of another architecture?)")
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
@@ -60,9 +57,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", training: b
         if meta.get("format") == OVSEG_FORMAT:
             model_values = model_config_from_file(stored, source)
             cfg = _full_config(model_values, source, training, opts)
-            _build_checked(cfg, read_shapes(path), source)
+            probe = _build_checked(cfg, read_shapes(path), source)
             state_dict, _ = read_weights(path)
-            return _load(cfg.model, state_dict, source, device, training), cfg
+            return _load(probe, cfg.model, state_dict, source, device, training), cfg
         state_dict, _ = read_weights(path)
         official_cfg = stored
     else:
@@ -73,12 +70,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", training: b
         raise CheckpointError(f"{source}: unsupported config: {e}") from e
     model_values = model_config_from_file({"model": model_values}, source)
     cfg = _full_config(model_values, source, training, opts)
-    probe = _build_checked(cfg, {}, source)
-    state_dict, report = convert_official_state_dict(state_dict, set(probe.state_dict()))
-    if report.summary():
-        log.info("%s: left out %s", source, report.summary())
-    check_shapes(probe, {k: tuple(v.shape) for k, v in state_dict.items()}, source)
-    return _load(cfg.model, state_dict, source, device, training), cfg
+    return _load(_build_checked(cfg, {}, source), cfg.model, state_dict, source, device, training), cfg
 
 
 def model_config_from_official(ckpt_config: dict | None, state_dict: dict[str, torch.Tensor],
@@ -124,8 +116,6 @@ def _build_checked(cfg: DictConfig, shapes: dict[str, tuple[int, ...]], source: 
     try:
         with torch.device("meta"):
             model = OVSegmentor(model_cfg)
-    except OvsegError:
-        raise
     except (ValueError, TypeError, RuntimeError, OverflowError, ZeroDivisionError, AssertionError) as e:
         raise CheckpointError(f"{source}: its config does not describe a model ovseg can build "
                               f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from e
@@ -133,13 +123,15 @@ def _build_checked(cfg: DictConfig, shapes: dict[str, tuple[int, ...]], source: 
     return model
 
 
-def _load(cfg: DictConfig, state_dict: dict[str, torch.Tensor], source: str, device: Any,
-          training: bool) -> OVSegmentor:
-    """Allocate the checked model and load the weights (strict, with a readable diff)."""
-    model = OVSegmentor(cfg)
-    state_dict, report = convert_official_state_dict(state_dict, set(model.state_dict()))  # idempotent
+def _load(probe: OVSegmentor, model_cfg: DictConfig, state_dict: dict[str, torch.Tensor], source: str,
+          device: Any, training: bool) -> OVSegmentor:
+    """Official key names mapped, shapes compared with the meta ``probe`` (before anything is allocated),
+    then the model of ``model_cfg`` allocated and loaded (strict, with a readable diff)."""
+    state_dict, report = convert_official_state_dict(state_dict, set(probe.state_dict()))
     if report.summary():
         log.info("%s: left out %s", source, report.summary())
+    check_shapes(probe, {key: tuple(value.shape) for key, value in state_dict.items()}, source)
+    model = OVSegmentor(model_cfg)
     load_state_dict_checked(model, state_dict, source)
     model.to(device)
     model.train(training)

@@ -118,8 +118,7 @@ def check_sizes(model: Mapping, source: str, key: str) -> None:
             raise CheckpointError(f"{source}: refused '{path}': {value} is outside [0, {bound}]")
 
 
-def check_shapes(model: torch.nn.Module, shapes: Mapping[str, tuple[int, ...]], source: str,
-                 ignore: tuple[str, ...] = ()) -> None:
+def check_shapes(model: torch.nn.Module, shapes: Mapping[str, tuple[int, ...]], source: str) -> None:
     """The file's tensor shapes against a (meta) model's: a mismatch names the key and both shapes."""
     expected = model.state_dict()
     for key, shape in shapes.items():

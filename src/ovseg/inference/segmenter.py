@@ -137,7 +137,7 @@ class Segmenter:
         enc, ori, _ = self.encode(image)
         text = self.class_embeddings(class_names, templates)
         thresh = self.cfg.bg_thresh if bg_thresh is _DEFAULT else bg_thresh
-        logits, with_background = class_logits(self.model, self.cfg, enc, text, thresh, top_k)
+        logits, with_background = self.class_logits(enc, text, thresh, top_k)
         labels, score = labels_and_scores(logits, ori)
         names = (["background"] if with_background else []) + [display_name(n) for n in class_names]
         return Prediction(labels=labels.cpu(), scores=score.cpu(), class_names=names, logits=logits,
