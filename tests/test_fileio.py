@@ -95,3 +95,14 @@ def test_writers_that_write_by_path_and_an_existing_link(tmp_path):
 
     atomic_write(path, recreate)
     assert not path.is_symlink() and path.read_text() == "new" and target.read_text() == "keep"
+
+
+def test_a_safetensors_checkpoint_gets_the_umask_permissions(tmp_path, umask):
+    """safetensors' writer makes its file 0600 by itself; the published checkpoint still follows the umask."""
+    import torch
+    from safetensors.torch import save_file
+
+    umask(0o022)
+    path = tmp_path / "w.safetensors"
+    atomic_write(path, lambda tmp: save_file({"w": torch.zeros(2)}, tmp))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +19,10 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_temporary(path)
+    mode = stat.S_IMODE(tmp.stat().st_mode)  # what the OS gave a new file here (umask, default ACL)
     try:
         write(str(tmp))
+        os.chmod(tmp, mode)  # some writers (safetensors) make their file 0600 whatever the umask
         _fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
