@@ -27,12 +27,14 @@ Templates = Literal["simple", "subset", "full", "identity"]  # 1, 7 or 80 prompt
 WindowMode = Literal["slide", "whole"]
 Background = Literal["threshold", "learned"]  # threshold (the original) | learned (needs model.learned_background)
 InferencePrecision = Literal["fp32", "bf16-matmul", "bf16"]
-Refinement = Literal["none", "pamr"]  # none (the original) | pamr: colour-affinity refinement of the class maps
+Refinement = Literal["none", "pamr", "pamr-local"]  # none (the original) | pamr: TCL's PAMR | pamr-local: ovseg's variant
 Scoring = Literal["groups", "patches"]  # groups (the original) | patches: every patch as a one-patch segment
 DataType = Literal["scenes", "webdataset", "csv", "folder"]  # scenes: embedded, no files; else caption corpora
 Augment = Literal["paper", "none"]  # paper (spec §2.5; stage 2: crop + flip) | none (centre square; tests)
 TrainingPrecision = Literal["auto", "fp32", "bf16", "bf16-stem"]
 DistBackend = Literal["auto", "nccl", "gloo"]
+# where the image encoder's backbone (stem, blocks before and after grouping, final norm) starts from (spec §1.2)
+BackboneInit = Literal["none", "dino", "dino_vits16", "dino_vitb8", "dino_vits8", "imagenet", "clip"]
 
 
 @dataclass
@@ -61,6 +63,11 @@ class ImageEncoderConfig:
     hard_assignment: bool = True
     gumbel_tau: float = 1.0
     fixed: bool = False
+    init: BackboneInit = "none"  # pretrained backbone read from init_checkpoint when a model is built to train
+    init_checkpoint: str | None = None  # a .pth / .safetensors file or a Hugging Face ViT folder
+    imgnet_pretrained: str | None = None  # the original's name for init (dino, dinob8, dinos16, dinos8, imgnet, clip)
+    imgnet_pretrained_checkpoint: str | None = None  # the original's name for init_checkpoint
+    freeze_backbone: bool = False  # keep the initialised backbone's weights fixed (the original's switch)
 
 
 @dataclass
@@ -136,9 +143,25 @@ class SegConfig:
 
 
 @dataclass
+class ClsConfig:
+    """Zero-shot classification (spec §2.6): top-1 / top-5 of class-name prompts, ImageNet-style images."""
+
+    data_root: str | None = None  # a folder of class sub-folders or a CSV (image,label); None: not run
+    classes: str = "imagenet"  # "imagenet" (the 1000 names shipped) or a file of names (one per line, or JSON)
+    template: Templates = "subset"
+    resize: int = 256  # shorter side, bilinear, then a centre crop of crop_size (the original's, spec §3)
+    crop_size: int = 224
+    batch_size: int = 64
+    max_images: int | None = None  # score only the first N images (None: all)
+
+
+@dataclass
 class EvaluateConfig:
     seg: SegConfig = field(default_factory=SegConfig)
+    cls: ClsConfig = field(default_factory=ClsConfig)
     val_every_steps: int = 0  # periodic zero-shot mIoU on the validation split (0: only at the end)
+    val_every_epochs: int = 0  # also validate after every N epochs (the original: 1); 0: off
+    val_max_images: int | None = None  # validate segmentation on the first N images of val_dataset (None: all)
     val_bg_thresholds: list[float] = field(default_factory=lambda: [0.95])  # chosen on validation
     # what validation reads: "scenes" | a benchmark of ovseg.evaluation's registry ("voc", "ade20k" …, read
     # from seg.data_root with the seg harness) | None: the scenes' val split when data.type is scenes, else none

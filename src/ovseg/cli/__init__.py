@@ -23,6 +23,7 @@ COMMANDS = {
     "convert-coco-object": "convert_coco_object",
     "prepare": "prepare",
     "serve": "serve",
+    "export": "export",
 }
 
 
