@@ -3,8 +3,8 @@
 For every combination of ``--scoring``, ``--refine`` and ``--top-k`` the background threshold is chosen on the
 validation split among ``--thresholds``, then the test split is scored with it. One JSON line each:
 
-    python benchmarks/quickstart_rescore.py runs/quickstart/stage2/best.safetensors \\
-        --scoring groups patches --refine none pamr
+    python benchmarks/quickstart_rescore.py runs/quickstart/stage2/best_miou.safetensors \\
+        --scoring groups patches --refine none pamr pamr-local
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
     p.add_argument("--scoring", nargs="+", choices=["groups", "patches"], default=["groups", "patches"])
-    p.add_argument("--refine", nargs="+", choices=["none", "pamr"], default=["none", "pamr"])
+    p.add_argument("--refine", nargs="+", choices=["none", "pamr", "pamr-local"], default=["none", "pamr-local"])
     p.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3, 0.5])
     p.add_argument("--top-k", type=int, nargs="+", default=[None], help="default: the checkpoint's")
     p.add_argument("--flip", choices=["on", "off"], help="default: the checkpoint's")

@@ -24,11 +24,11 @@ def test_quickstart_writes_results_plot_and_overlays(tmp_path):
     assert len(report["per_class_iou"]) == 11 and report["test_images"] == 6 and report["stages"] == 2
     assert report["bg_thresh"] in (0.5, 0.9)  # chosen on validation
     assert report["selected_stage"] in (1, 2)
-    assert report["refine"] == "pamr" and 0 <= report["miou_unrefined"] <= 100  # the same scoring, unrefined
+    assert report["refine"] == "pamr-local" and 0 <= report["miou_unrefined"] <= 100  # the same scoring, unrefined
     assert report["scoring"] == "patches" and 0 <= report["miou_paper_harness"] <= 100  # groups, unrefined
     assert report["paper_harness_bg_thresh"] in (0.5, 0.9)
     assert report["flip"] is True and report["rotate"] is True
-    assert "patches scored, flip- and rotation-averaged, pamr refinement;" in done.stdout
+    assert "patches scored, flip- and rotation-averaged, pamr-local refinement;" in done.stdout
     assert "the paper's harness" in done.stdout
     assert report["settings"]["stage2"]["checkpoint"]["stage1_checkpoint"].startswith(str(tmp_path / "stage1"))
     assert Image.open(tmp_path / "training.png").size[0] > 100

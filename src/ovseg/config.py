@@ -27,7 +27,7 @@ Templates = Literal["simple", "subset", "full", "identity"]  # 1, 7 or 80 prompt
 WindowMode = Literal["slide", "whole"]
 Background = Literal["threshold", "learned"]  # threshold (the original) | learned (needs model.learned_background)
 InferencePrecision = Literal["fp32", "bf16-matmul", "bf16"]
-Refinement = Literal["none", "pamr", "pamr-local"]  # none (the original) | pamr: TCL's PAMR | pamr-local: ovseg's variant
+Refinement = Literal["none", "pamr", "pamr-local"]  # none (the original) | pamr: TCL's PAMR | pamr-local: ovseg's
 Scoring = Literal["groups", "patches"]  # groups (the original) | patches: every patch as a one-patch segment
 DataType = Literal["scenes", "webdataset", "csv", "folder"]  # scenes: embedded, no files; else caption corpora
 Augment = Literal["paper", "none"]  # paper (spec §2.5; stage 2: crop + flip) | none (centre square; tests)
@@ -136,7 +136,8 @@ class SegConfig:
     precision: InferencePrecision = "fp32"  # fp32 (exact) | bf16-matmul (bf16 products, fp32 elsewhere) | bf16
     refine: Refinement = "none"
     refine_iterations: int = 10
-    refine_temperature: float = 0.3  # affinity exp(-|colour difference| / (temperature x local std))
+    refine_temperature: float | None = None  # t in exp(-|colour difference| / (t x std)); None: pamr 0.1, -local 0.3
+    refine_dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 12, 24])  # neighbours' 3x3 grids
     scoring: Scoring = "groups"
     flip: bool = False  # also segment each window mirrored left-right and average (flip test-time augmentation)
     rotate: bool = False  # also segment each window turned by 90, 180 and 270 degrees (with flip: 8 views)
@@ -152,7 +153,7 @@ class ClsConfig:
     resize: int = 256  # shorter side, bilinear, then a centre crop of crop_size (the original's, spec §3)
     crop_size: int = 224
     batch_size: int = 64
-    max_images: int | None = None  # score only the first N images (None: all)
+    max_images: int | None = None  # score N images spread evenly over the list (None: all)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +27,10 @@ from .engine.validate import evaluate_scenes, scene_seg_config
 from .factory import preset_path
 from .fileio import atomic_write
 from .inference import Segmenter
+from .inference.refine import RefineSettings
 from .label_stats import pixel_shares
 from .viz import add_legend, class_palette, overlay_labels
-from .viz.plot import line_chart, stack
+from .viz.plot import StageCurves, write_training_plot
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +53,27 @@ def run_quickstart(options: QuickstartOptions) -> dict:
     cfg = cfg1
     if options.stage2:
         start_from = stage1.best or stage1.final
-        cfg = load_config(preset_path("quickstart/stage2"),
-                          [f"output={out / 'stage2'}", f"checkpoint.stage1_checkpoint={start_from}", *common])
+        cfg = load_config(
+            preset_path("quickstart/stage2"),
+            [f"output={out / 'stage2'}", f"checkpoint.stage1_checkpoint={start_from}", *common],
+        )
         stage2 = train(cfg, out / "stage2")
         result = select_on_validation(stage1, stage2)
     train_seconds = time.perf_counter() - start
     model, _ = load_model(result.best or result.final)
     report = evaluate_test(model, cfg, result)
-    report.update(seconds=time.perf_counter() - start, train_seconds=train_seconds,
-                  stage1_val_miou=stage1.best_val_miou, stages=2 if options.stage2 else 1,
-                  selected_stage=1 if result is stage1 else 2,
-                  shuffle_captions=options.shuffle_captions, checkpoint=str(result.best or result.final),
-                  settings={"stage1": to_container(cfg1), "stage2": to_container(cfg) if options.stage2 else None})
-    write_plot(out, ["stage1", "stage2"] if options.stage2 else ["stage1"])
+    report.update(
+        seconds=time.perf_counter() - start,
+        train_seconds=train_seconds,
+        stage1_val_miou=stage1.best_val_miou,
+        stages=2 if options.stage2 else 1,
+        selected_stage=1 if result is stage1 else 2,
+        shuffle_captions=options.shuffle_captions,
+        checkpoint=str(result.best or result.final),
+        settings={"stage1": to_container(cfg1), "stage2": to_container(cfg) if options.stage2 else None},
+    )
+    stages = {"stage1": cfg1, "stage2": cfg} if options.stage2 else {"stage1": cfg1}
+    write_plot(out, {name: c.data.batch_size * c.train.accumulation_steps for name, c in stages.items()}, report)
     write_overlays(out, model, cfg, result, options.overlays)
     atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1)))
     return report
@@ -74,8 +83,11 @@ def select_on_validation(stage1: TrainResult, stage2: TrainResult) -> TrainResul
     """The stage whose best checkpoint scored higher on validation (stage 2 on a tie or without scores):
     stage 2 usually helps, but not always within the quickstart's 100 steps, and the test split must not
     decide."""
-    if stage1.best_val_miou is not None and stage2.best_val_miou is not None \
-            and stage1.best_val_miou > stage2.best_val_miou:
+    if (
+        stage1.best_val_miou is not None
+        and stage2.best_val_miou is not None
+        and stage1.best_val_miou > stage2.best_val_miou
+    ):
         return stage1
     return stage2
 
@@ -88,15 +100,26 @@ def evaluate_test(model, cfg, result: TrainResult) -> dict:
     names = evaluate_scenes(model, test, class_names(), [thresh], cfg.data.image_size, seg)
     synonyms = evaluate_scenes(model, test, held_out_names(), [thresh], cfg.data.image_size, seg)
     first, second = next(iter(names.values())), next(iter(synonyms.values()))
-    report = {"miou": first["miou"], "miou_synonyms": second["miou"], "per_class_iou": first["per_class_iou"],
-              "per_class_iou_synonyms": second["per_class_iou"], "val_miou": result.best_val_miou,
-              "bg_thresh": thresh, "background": seg.background, "refine": seg.refine, "scoring": seg.scoring,
-              "flip": bool(seg.flip), "rotate": bool(seg.rotate),
-              "test_images": len(test), "held_out_synonyms": dict(zip(class_names(), held_out_names(), strict=True))}
+    report = {
+        "miou": first["miou"],
+        "miou_synonyms": second["miou"],
+        "per_class_iou": first["per_class_iou"],
+        "per_class_iou_synonyms": second["per_class_iou"],
+        "val_miou": result.best_val_miou,
+        "bg_thresh": thresh,
+        "background": seg.background,
+        "refine": seg.refine,
+        "refine_settings": asdict(RefineSettings.from_config(seg)) if seg.refine != "none" else None,
+        "scoring": seg.scoring,
+        "flip": bool(seg.flip),
+        "rotate": bool(seg.rotate),
+        "test_images": len(test),
+        "held_out_synonyms": dict(zip(class_names(), held_out_names(), strict=True)),
+    }
     if seg.refine != "none":  # the same scoring without refinement, for comparison
         plain = OmegaConf.merge(seg, {"refine": "none"})
-        report["miou_unrefined"] = evaluate_scenes(model, test, class_names(), [thresh], cfg.data.image_size,
-                                                   plain)[thresh]["miou"]
+        unrefined = evaluate_scenes(model, test, class_names(), [thresh], cfg.data.image_size, plain)
+        report["miou_unrefined"] = unrefined[thresh]["miou"]
     if seg.refine != "none" or seg.scoring != "groups" or seg.flip or seg.rotate:
         report["miou_paper_harness"], report["paper_harness_bg_thresh"] = paper_harness_miou(model, cfg, test)
     return report
@@ -105,8 +128,7 @@ def evaluate_test(model, cfg, result: TrainResult) -> dict:
 def paper_harness_miou(model, cfg, test) -> tuple[float, float]:
     """Test mIoU with the paper's harness (groups scored, no refinement, no flip or turns), its background threshold
     chosen on the validation split among ``evaluate.val_bg_thresholds`` as for the preset's own harness."""
-    paper = OmegaConf.merge(cfg.evaluate.seg, {"refine": "none", "scoring": "groups", "flip": False,
-                                                  "rotate": False})
+    paper = OmegaConf.merge(cfg.evaluate.seg, {"refine": "none", "scoring": "groups", "flip": False, "rotate": False})
     test_miou, thresh, _ = validated_test_miou(model, cfg, paper, list(cfg.evaluate.val_bg_thresholds), test)
     return test_miou, thresh
 
@@ -134,28 +156,45 @@ def validated_test_miou(model, cfg, seg, thresholds: list[float], test=None) -> 
     return test_miou, thresh, {t: v["miou"] for t, v in val.items()}
 
 
-def write_plot(out: Path, stages: list[str]) -> Path:
-    """training.png: loss parts and validation mIoU over the steps of every stage (stage 2 continues)."""
-    losses: dict[str, tuple[list[float], list[float]]] = {}
-    val: dict[str, tuple[list[float], list[float]]] = {}
-    offset = 0
-    for stage in stages:
-        records = [json.loads(line) for line in (out / stage / "metrics.jsonl").read_text().splitlines()]
+def write_plot(out: Path, batches: dict[str, int], report: dict | None = None) -> Path:
+    """training.png: the curves of ``stage_curves`` and, with a ``report``, its per-class test IoU with the
+    category names and with their held-out synonyms."""
+    return write_training_plot(out / "training.png", stage_curves(out, batches), class_iou(report) if report else None)
+
+
+def stage_curves(out: Path, batches: dict[str, int]) -> list[StageCurves]:
+    """Loss parts and validation mIoU of each stage's ``metrics.jsonl`` against the samples seen (``batches``:
+    stage folder -> samples per step); stage 2 continues where stage 1 ended."""
+    curves, start = [], 0
+    for name, batch in batches.items():
+        records = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+        stage = StageCurves(name, start=start)
         for r in records:
-            step = offset + r["step"]
-            if "val_miou" in r:
-                val.setdefault(f"val mIoU ({stage})", ([], []))
-                val[f"val mIoU ({stage})"][0].append(step)
-                val[f"val mIoU ({stage})"][1].append(r["val_miou"])
+            seen = start + r["step"] * batch
+            if r.get("val_miou") is not None:
+                stage.val_miou[0].append(seen)
+                stage.val_miou[1].append(r["val_miou"])
             for key in (k for k in r if k.startswith("loss_") and k != "loss_grad_norm"):
-                series = losses.setdefault(key[5:], ([], []))
-                series[0].append(step)
-                series[1].append(r[key])
-        offset += max((r["step"] for r in records), default=0)
-    image = stack([line_chart(losses, "training losses (per step)"), line_chart(val, "validation mIoU (%)")])
-    path = out / "training.png"
-    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
-    return path
+                xs, ys = stage.losses.setdefault(key[5:], ([], []))
+                xs.append(seen)
+                ys.append(r[key])
+        curves.append(stage)
+        start += max((r["step"] for r in records), default=0) * batch
+    return curves
+
+
+def class_iou(report: dict) -> dict[str, dict[str, float | None]]:
+    """The report's per-class test IoU as two bar series, each class labelled "name / held-out synonym"."""
+    synonyms = {"background": "background", **report["held_out_synonyms"]}
+    labels = {
+        name: name if synonyms[name] == name else f"{name} / {synonyms[name]}" for name in report["per_class_iou"]
+    }
+    return {
+        f"category names (mIoU {report['miou']:.1f})": {labels[n]: v for n, v in report["per_class_iou"].items()},
+        f"held-out synonyms (mIoU {report['miou_synonyms']:.1f})": {
+            labels[n]: report["per_class_iou_synonyms"].get(synonyms[n]) for n in labels
+        },
+    }
 
 
 def write_overlays(out: Path, model, cfg, result: TrainResult, count: int, zoom: int = 4) -> list[Path]:
@@ -175,8 +214,11 @@ def write_overlays(out: Path, model, cfg, result: TrainResult, count: int, zoom:
         panels = [big[0], overlay_labels(big[0], big[1], palette), overlay_labels(big[0], big[2], palette)]
         picture = Image.fromarray(np.concatenate(panels, axis=1))
         shares = pixel_shares(big[2], len(names))
-        entries = [(names[k], tuple(int(c) for c in palette[k]), float(shares[k])) for k in np.argsort(-shares)
-                   if shares[k] > 0]
+        entries = [
+            (names[k], tuple(int(c) for c in palette[k]), float(shares[k]))
+            for k in np.argsort(-shares)
+            if shares[k] > 0
+        ]
         picture = add_legend(picture, entries)
         path = out / "overlays" / f"test_{i:03d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,4 +241,3 @@ def format_table(report: dict) -> str:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None or value != value else f"{value:.1f}"
-

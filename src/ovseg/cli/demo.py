@@ -7,7 +7,9 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import get_args
 
+from ..config import Refinement
 from ..errors import OvsegError
 from .common import resolve_device
 
@@ -40,8 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--templates", choices=("simple", "subset", "full"),
                    help="prompt templates: 1, 7 or 80 (default: the config's, simple)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda when available)")
-    p.add_argument("--refine", choices=("none", "pamr"),
-                   help="pamr: refine the class maps along colour edges (TCL's test-time step; default none)")
+    p.add_argument("--refine", choices=get_args(Refinement),
+                   help="refine the class maps along colour edges: pamr (TCL's PAMR) or pamr-local (ovseg's "
+                   "variant, the quickstart's); default none")
     p.add_argument("--scoring", choices=("groups", "patches"),
                    help="patches: score every patch as a one-patch segment of its group (models with depths "
                    "[d, 0], e.g. the quickstart's; default groups, the paper's)")

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from ..model import OVSegmentor
 from .head import crop_class_table, group_class_scores
-from .refine import DEFAULT_DILATIONS, neighbour_affinity, refine_masks
+from .refine import RefineSettings
 from .slide import ImageEncoding, average_patch_logits, average_window_logits, window_group_basis
 
 
@@ -55,16 +55,16 @@ def class_maps(cfg: DictConfig, enc: ImageEncoding, table: torch.Tensor) -> torc
         return logits if cfg.refine == "none" else _refined(cfg, enc, logits)
     if cfg.refine == "none":
         return average_window_logits(enc, table)[0]
-    key = (int(cfg.refine_iterations), float(cfg.refine_temperature))
+    key = RefineSettings.from_config(cfg)
     if key not in enc.refined_basis:
         enc.refined_basis[key] = _refined(cfg, enc, window_group_basis(enc))
     return torch.einsum("mhw,mc->chw", enc.refined_basis[key], table.reshape(-1, table.shape[-1]).float())
 
 
 def _refined(cfg: DictConfig, enc: ImageEncoding, maps: torch.Tensor) -> torch.Tensor:
-    """PAMR of (M, H, W) maps; the image's colour affinities are computed once per temperature and
-    reused by every vocabulary, threshold and iteration count."""
-    image, temperature = enc.image.to(maps.device).float(), float(cfg.refine_temperature)
-    if temperature not in enc.affinity:
-        enc.affinity[temperature] = neighbour_affinity(image, DEFAULT_DILATIONS, temperature)
-    return refine_masks(image, maps, int(cfg.refine_iterations), affinity=enc.affinity[temperature])
+    """PAMR of (M, H, W) maps; the image's colour affinities are computed once per variant, temperature and
+    dilations and reused by every vocabulary, threshold and iteration count."""
+    image, settings = enc.image.to(maps.device).float(), RefineSettings.from_config(cfg)
+    if settings.affinity_key not in enc.affinity:
+        enc.affinity[settings.affinity_key] = settings.affinity(image)
+    return settings.refine(image, maps, enc.affinity[settings.affinity_key])

@@ -8,6 +8,7 @@ class part, so that one image can be segmented with many vocabularies at the cos
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import torch
@@ -25,9 +26,9 @@ class ImageEncoding:
     size: (H, W) processed size; boxes: K windows; soft: (K, 1, G, h·w) soft assignment at the patch grid
     ``grid``; group_maps: (K, h_c, w_c) uint8, argmax group of the bilinearly upsampled soft map;
     group_emb: (K, G, D) and image_emb: (K, D), L2-normalised; image: (3, H, W) the processed input and
-    refined_basis: its refined (K·G, H, W) window-group maps per (iterations, temperature), filled on use;
+    refined_basis: its refined (K·G, H, W) window-group maps per ``RefineSettings``, filled on use;
     patch_emb: (K, h·w, D) L2-normalised one-patch segments, when encoded with ``per_patch``;
-    affinity: the refinement's colour affinities of ``image`` per temperature, filled on use.
+    affinity: the refinement's colour affinities of ``image`` per ``RefineSettings.affinity_key``, filled on use.
     """
 
     size: tuple[int, int]
@@ -38,9 +39,9 @@ class ImageEncoding:
     group_emb: torch.Tensor
     image_emb: torch.Tensor
     image: torch.Tensor | None = None
-    refined_basis: dict[tuple[int, float], torch.Tensor] = field(default_factory=dict)
+    refined_basis: dict[Hashable, torch.Tensor] = field(default_factory=dict)  # RefineSettings ->
     patch_emb: torch.Tensor | None = None
-    affinity: dict[float, torch.Tensor] = field(default_factory=dict)
+    affinity: dict[Hashable, torch.Tensor] = field(default_factory=dict)  # RefineSettings.affinity_key ->
 
 
 def slide_boxes(height: int, width: int, crop: int, stride: int) -> list[Box]:

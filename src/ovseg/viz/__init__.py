@@ -1,7 +1,7 @@
 """Pictures of predictions: palettes, label overlays, class names and legends, group maps.
 
-Pure numpy + PIL (no matplotlib, no torch): arrays in, arrays or PIL images out, so that the demo, the
-web UI and notebooks draw the same pictures.
+Pure numpy + PIL (no torch): arrays in, arrays or PIL images out, so that the demo, the web UI and
+notebooks draw the same pictures. Charts (``plot.py``: training curves, per-class IoU) use matplotlib.
 """
 
 from .groups import render_groups
