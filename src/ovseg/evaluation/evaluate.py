@@ -30,10 +30,12 @@ from .datasets import Sample, SegDataset, find_samples, first_item
 from .metrics import ConfusionMatrix
 from .predictor import HarnessPredictor
 from .registry import EvalSet, get_eval_set
+from .saving import PredictionWriter, SaveOptions
 
 log = logging.getLogger(__name__)
 INVALID_POLICIES = ("mmseg", "ignore", "error")
 Predictor = Callable[[list[Sample]], list[torch.Tensor]]
+OnLabels = Callable[[Sample, torch.Tensor], None]
 
 
 @dataclass
@@ -128,12 +130,14 @@ def background_threshold(eval_set: EvalSet, bg_thresh: float | None) -> float | 
 def evaluate(segmenter: Segmenter | None = None, dataset: str | None = None, data_root: str | Path | None = None,
              *, limit: int | None = None, output_dir: str | Path | None = None, invalid: str = "mmseg",
              num_workers: int | None = None, progress: bool = True, predictor: Predictor | None = None,
-             seg_cfg: DictConfig | None = None, extra_settings: dict | None = None) -> EvalResult:
+             seg_cfg: DictConfig | None = None, extra_settings: dict | None = None,
+             save: SaveOptions | None = None) -> EvalResult:
     """Zero-shot mIoU of ``segmenter`` on a benchmark with its harness settings (``segmenter.cfg``).
 
     dataset / data_root default to the config's ``dataset`` / ``data_root``; ``limit`` evaluates the first N
     images; ``invalid``: "mmseg" | "ignore" | "error" for out-of-range ground truth (always counted and
-    reported); ``predictor`` replaces the harness (any callable of samples → label maps).
+    reported); ``predictor`` replaces the harness (any callable of samples → label maps); ``save`` writes the
+    predictions (paletted PNGs, classes.json) and side-by-side pictures (``saving.py``).
     """
     if invalid not in INVALID_POLICIES:
         raise OvsegError(f"invalid-labels policy must be one of {', '.join(INVALID_POLICIES)}, got {invalid!r}")
@@ -149,13 +153,16 @@ def evaluate(segmenter: Segmenter | None = None, dataset: str | None = None, dat
     elif eval_set.num_val and len(paths) != eval_set.num_val:
         log.warning("%s: %d images found; the standard validation set has %d", eval_set.name, len(paths),
                     eval_set.num_val)
+    writer = PredictionWriter(save, eval_set, root, paths) if save is not None else None
     if predictor is None:
         predictor = HarnessPredictor(segmenter, list(eval_set.classes), background_threshold(eval_set, cfg.bg_thresh))
     min_side = segmenter.model.cfg.img_encoder.patch_size if segmenter is not None else 16
     data = SegDataset(eval_set, paths, cfg.short_side, cfg.max_long_side, min_side)
     device = segmenter.device if segmenter is not None else torch.device("cpu")
     start = time.perf_counter()
-    matrix, bad = _run(data, predictor, device, cfg.batch_crops, invalid, num_workers, progress)
+    if writer is not None:
+        writer.start()
+    matrix, bad = _run(data, predictor, device, cfg.batch_crops, invalid, num_workers, progress, writer)
     result = _result(eval_set, matrix, bad, len(paths), time.perf_counter() - start, invalid,
                      {"data_root": str(root), "limit": limit, "device": str(device), **_versions(),
                       **(extra_settings or {}), "seg": to_container(cfg)})
@@ -174,7 +181,8 @@ def _versions() -> dict:
 
 
 def _run(data: SegDataset, predictor: Predictor, device: torch.device, batch_crops: int, invalid: str,
-         num_workers: int | None, progress: bool) -> tuple[ConfusionMatrix, InvalidLabels]:
+         num_workers: int | None, progress: bool, on_labels: OnLabels | None = None
+         ) -> tuple[ConfusionMatrix, InvalidLabels]:
     matrix, bad = ConfusionMatrix(data.eval_set.num_classes, device), InvalidLabels()
     workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
     loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=False, num_workers=workers,
@@ -185,8 +193,8 @@ def _run(data: SegDataset, predictor: Predictor, device: torch.device, batch_cro
         for item in loader:
             pending.append(_checked(item, invalid, bad))
             if sum(len(windows(s)) for s in pending) >= batch_crops:
-                _score(pending, predictor, matrix, bar)
-        _score(pending, predictor, matrix, bar)
+                _score(pending, predictor, matrix, bar, on_labels)
+        _score(pending, predictor, matrix, bar, on_labels)
     return matrix, bad
 
 
@@ -201,11 +209,14 @@ def _checked(item: Sample | OvsegError, invalid: str, bad: InvalidLabels) -> Sam
     return item
 
 
-def _score(pending: list[Sample], predictor: Predictor, matrix: ConfusionMatrix, bar: tqdm) -> None:
+def _score(pending: list[Sample], predictor: Predictor, matrix: ConfusionMatrix, bar: tqdm,
+           on_labels: OnLabels | None) -> None:
     if not pending:
         return
     for sample, labels in zip(pending, predictor(pending), strict=True):
         matrix.update(labels, sample.label)
+        if on_labels is not None:
+            on_labels(sample, labels)
     bar.update(len(pending))
     if bar.n % 50 < len(pending) or bar.n == bar.total:
         bar.set_postfix(mIoU=f"{100 * matrix.scores().miou:.1f}", refresh=False)

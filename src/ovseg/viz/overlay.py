@@ -53,3 +53,12 @@ def overlay_labels(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, a
         where = None if background is None else labels[rows] != background
         out[rows] = blend(image[rows], colorize(labels[rows], palette), alpha, where)
     return out
+
+
+def side_by_side(panels: list[np.ndarray], gap: int = 8) -> np.ndarray:
+    """(H, W_i, 3) uint8 pictures of one height -> one (H, sum W_i + gaps, 3) picture, left to right, with a
+    white ``gap`` between them."""
+    height = panels[0].shape[0]
+    spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
+    parts = [p for panel in panels for p in (spacer, panel)][1:]
+    return np.concatenate(parts, axis=1)

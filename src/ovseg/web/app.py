@@ -98,8 +98,8 @@ def _output_column() -> list[gr.components.Component]:
     with gr.Row():
         groups = gr.Image(label="Group map (final grouping block)", format="jpeg", interactive=False,
                           buttons=OUTPUT_BUTTONS, elem_id="ovseg-groups")
-        mask = gr.File(label="Label mask PNG (0 = background, k = k-th class)", interactive=False,
-                       elem_id="ovseg-mask")
+        mask = gr.File(label="Label mask PNG (0 = background, k = k-th class; paletted, names inside)",
+                       interactive=False, elem_id="ovseg-mask")
     return [status, overlay, legend, groups, mask]
 
 

@@ -12,6 +12,7 @@ one-line message; ``page_message`` is what the page shows of any error: no serve
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import tempfile
@@ -21,22 +22,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from ..class_presets import resolve_class_names
 from ..demo import label_classes, mask_array, render
 from ..errors import OvsegError
+from ..fileio import atomic_write
 from ..images import to_rgb_array
 from ..inference import Segmenter
 from ..inference.class_names import parse_class_names
 from ..label_stats import pixel_shares
 from ..prompts import get_templates
 from ..viz import class_palette
+from ..viz.palette import paletted
 
 MAX_CLASSES = 256
 MAX_CLASSES_TEXT = 10_000  # characters
 MASK_TTL_S = 3600  # mask PNGs older than this are removed from the session's folder
 MASK_STEM_CHARS = 48  # of the upload's name kept in the mask PNG's name
+CLASSES_KEY = "ovseg:classes"  # the mask PNG's text chunk: JSON list of the names of its label indices
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,8 @@ class LegendRow:
 class WebResult:
     """overlay: (H, W', 3) uint8 photo with the classes blended in, named, and a legend strip below;
     groups: (H, W, 3) uint8 group map of the final grouping block; legend: every class asked for, largest
-    share first; mask_path: the label PNG (0 = background, k = k-th class); reused: the image encoding came
-    from the cache (only the classes or settings changed)."""
+    share first; mask_path: the label PNG (0 = background, k = k-th class; paletted, names inside: see
+    ``write_mask``); reused: the image encoding came from the cache (only the classes or settings changed)."""
 
     overlay: np.ndarray
     groups: np.ndarray
@@ -241,7 +245,7 @@ class WebSession:
             overlay = render("input_pred_label", rgb, mask, label_classes(class_names), None)[0][1]
             groups = self._group_picture(key, rgb)
             seconds = time.perf_counter() - start
-        mask_path = self._write_mask(mask, name or Path(path).name)
+        mask_path = self._write_mask(mask, label_classes(class_names), name or Path(path).name)
         return WebResult(np.asarray(overlay), groups, legend_rows(mask, class_names), mask_path, seconds, reused)
 
     def _group_picture(self, key: str, rgb: np.ndarray) -> np.ndarray:
@@ -252,12 +256,12 @@ class WebSession:
             self._groups = (key, np.asarray(picture))
         return self._groups[1]
 
-    def _write_mask(self, mask: np.ndarray, source_name: str) -> Path:
+    def _write_mask(self, mask: np.ndarray, names: list[str], source_name: str) -> Path:
         """``<workdir>/<unique>/<stem>_mask.png``; folders older than ``MASK_TTL_S`` are removed."""
         self._prune()
         folder = Path(tempfile.mkdtemp(dir=self.workdir))
         path = folder / f"{mask_stem(source_name)}_mask.png"
-        Image.fromarray(mask).save(path)
+        write_mask(path, mask, names)
         return path
 
     def _prune(self) -> None:
@@ -269,6 +273,20 @@ class WebSession:
     def close(self) -> None:
         """Remove the mask folder."""
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def write_mask(path: str | Path, mask: np.ndarray, names: list[str]) -> None:
+    """The mask (H, W) as a PNG that explains itself: pixel value k = class ``names[k]`` (0 = background), a
+    palette with the page's colours (any viewer shows the legend's colours), and the names as JSON in a text
+    chunk ``ovseg:classes`` (``json.loads(Image.open(path).text["ovseg:classes"])``). Beyond 256 names a
+    palette cannot hold the indices: a 16-bit greyscale PNG, with the names."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(CLASSES_KEY, json.dumps(names))  # ASCII JSON: a plain tEXt chunk
+    if len(names) <= 256:
+        image = paletted(mask, class_palette(len(names)))
+    else:
+        image = Image.fromarray(mask.astype(np.uint16))
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
 
 
 def mask_stem(source_name: str) -> str:
