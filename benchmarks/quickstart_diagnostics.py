@@ -17,7 +17,7 @@ Prints one JSON line for a checkpoint on the embedded validation (or test) scene
 - ``object_vs_background_auc``: ROC AUC of a segment's best class score, object segments against
   background ones.
 
-    python benchmarks/quickstart_diagnostics.py runs/quickstart/stage2/best.safetensors
+    python benchmarks/quickstart_diagnostics.py runs/quickstart/stage2/best_miou.safetensors
 """
 
 from __future__ import annotations

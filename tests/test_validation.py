@@ -82,3 +82,53 @@ def test_a_benchmark_without_background_is_scored_once_and_leaves_training_mode(
     metrics = EvalSetValidator("ade20k", cfg.evaluate.seg, [0.3, 0.9])(model)
     assert metrics["bg_thresh"] is None and 0 <= metrics["miou"] <= 100
     assert model.training
+
+
+def write_class_folders(root, names=("ball", "box", "tent"), per_class=2):
+    """ImageNet's layout: one sub-folder per class, a few small PNG photos each."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    classes = root.parent / "classes.txt"
+    classes.write_text("".join(f"{n}\n" for n in names))
+    return root, classes
+
+
+def test_epoch_validation_scores_segmentation_and_classification_and_keeps_both_bests(tmp_path):
+    """The original's schedule: every epoch, VOC mIoU and zero-shot top-1/top-5, best_miou and best_top1 kept."""
+    from ovseg.evaluation import evaluate_classification
+
+    voc = write_voc(tmp_path / "VOC2012")
+    cls_root, classes = write_class_folders(tmp_path / "cls")
+    cfg = tiny_cfg(["data.scenes.train_size=16", "train.epochs=2", "evaluate.val_every_epochs=1",
+                    "evaluate.val_dataset=voc", f"evaluate.seg.data_root={voc}",
+                    f"evaluate.cls.data_root={cls_root}", f"evaluate.cls.classes={classes}",
+                    "evaluate.cls.resize=32", "evaluate.cls.crop_size=32"])
+    result = train(cfg, tmp_path / "run")
+    assert result.steps == 4  # 16 samples / batch 8 = 2 steps per epoch
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if "val_top1" in r]
+    assert [r["step"] for r in val] == [2, 4] and [r["epoch"] for r in val] == [1.0, 2.0]
+    assert all("val_miou" in r and 0 <= r["val_top5"] <= 100 for r in val)
+    assert result.best.name == "best_miou.safetensors" and result.best_val_top1 == max(r["val_top1"] for r in val)
+    best_top1 = tmp_path / "run" / "best_top1.safetensors"
+    assert best_top1.is_file()
+    # the last record scored the final weights: the classification API gives the same numbers on them
+    model, _ = load_model(result.final)
+    again = evaluate_classification(model, cfg.evaluate.cls, progress=False)
+    assert (again.top1, again.top5) == (val[-1]["val_top1"], val[-1]["val_top5"])
+
+
+def test_a_class_folder_outside_the_name_list_fails_before_training(tmp_path):
+    cls_root, _ = write_class_folders(tmp_path / "cls")
+    other = tmp_path / "other.txt"
+    other.write_text("ball\nbox\n")
+    cfg = tiny_cfg(["train.max_steps=1", f"evaluate.cls.data_root={cls_root}", f"evaluate.cls.classes={other}"])
+    with pytest.raises(OvsegError, match="tent"):
+        train(cfg, tmp_path / "out")
+    assert not (tmp_path / "out" / "checkpoints").exists()

@@ -35,4 +35,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {result.steps} steps; final weights: {result.final}")
     if result.best is not None:
         print(f"best on validation: {result.best} (mIoU {result.best_val_miou:.1f}, bg_thresh {result.best_bg_thresh})")
+    if result.best_val_top1 is not None:
+        print(f"best zero-shot classification top-1 on validation: {result.best_val_top1:.1f} "
+              f"({result.output / 'best_top1.safetensors'})")
     return 0

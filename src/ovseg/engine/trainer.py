@@ -71,6 +71,11 @@ class TrainResult:
     best_val_miou: float | None
     best_bg_thresh: float | None
     steps: int
+    best_val_top1: float | None = None
+
+
+BEST_MIOU = "best_miou.safetensors"  # the original's best_miou.pth: the best validation mIoU so far
+BEST_TOP1 = "best_top1.safetensors"  # the best zero-shot classification top-1 so far
 
 
 def seed_everything(seed: int) -> None:
@@ -94,10 +99,13 @@ class TrainingRun:
         self._build_schedule()
         self.optimizer = build_optimizer(self.model, cfg.train, self.base_lr)
         self.precision = StepPrecision.for_training(cfg.train.amp, self.device)
-        self.state = {"step": 0, "epoch": 0, "best_val_miou": None, "best_bg_thresh": None}
+        self.state = {"step": 0, "epoch": 0, "best_val_miou": None, "best_bg_thresh": None, "best_val_top1": None}
         self.validator: Validator | None = build_validator(cfg)
         if self.validator is not None:
             check_seg_config(self.model, cfg.evaluate.seg)
+        elif D.is_main():
+            log.warning("no validation configured: set evaluate.val_dataset (e.g. voc, with evaluate.seg.data_root) "
+                        "and/or evaluate.cls.data_root to validate and keep %s", BEST_MIOU)
 
     def _build_model(self) -> None:
         """The stage's model, its text-feature cache and the objective (DDP-wrapped under several processes)."""
@@ -278,10 +286,17 @@ class TrainingRun:
         self.throughput.add(cfg.data.batch_size * cfg.train.accumulation_steps)
         if step % cfg.train.log_every == 0 or step == self.total or (every and step % every == 0):
             self.report(parts, epoch, bar)
-        if cfg.evaluate.val_every_steps and step % cfg.evaluate.val_every_steps == 0 and step < self.total:
+        if self.validation_due(step) and step < self.total:
             self.validate()
         if every and step % every == 0 and step < self.total:
             self.save()
+
+    def validation_due(self, step: int) -> bool:
+        """After every ``val_every_steps`` steps and at the end of every ``val_every_epochs``-th epoch."""
+        e = self.cfg.evaluate
+        every_epochs = e.val_every_epochs * self.steps_per_epoch
+        by_steps = e.val_every_steps and step % e.val_every_steps == 0
+        return bool(by_steps or (every_epochs and step % every_epochs == 0))
 
     def report(self, parts: dict[str, torch.Tensor], epoch: int, bar: tqdm) -> None:
         """One metrics.jsonl record; stops on a non-finite loss (every rank takes this branch: steps agree)."""
@@ -296,18 +311,25 @@ class TrainingRun:
         bar.set_postfix(loss=f"{record['loss_total']:.3f}", rate=f"{rate:.0f}/s")
 
     def validate(self) -> None:
-        """Score the model with the configured validator; keep the best model (``best.safetensors``)."""
+        """Score the model with the configured validators; keep the best models as the original does
+        (``best_miou.safetensors`` on segmentation mIoU, ``best_top1.safetensors`` on classification top-1)."""
         if self.validator is None or not D.is_main():
             return
         metrics = self.validator(self.model)
-        self.log({"step": self.state["step"], **{f"val_{k}": v for k, v in metrics.items()}})
-        miou, thresh = metrics["miou"], metrics["bg_thresh"]
-        if self.state["best_val_miou"] is None or miou > self.state["best_val_miou"]:
+        step = self.state["step"]
+        self.log({"step": step, "epoch": step / self.steps_per_epoch, **{f"val_{k}": v for k, v in metrics.items()}})
+        miou, thresh = metrics.get("miou"), metrics.get("bg_thresh")
+        if miou is not None and (self.state["best_val_miou"] is None or miou > self.state["best_val_miou"]):
             self.state.update(best_val_miou=miou, best_bg_thresh=thresh)
-            extra = {"step": str(self.state["step"]), "val_miou": f"{miou:.4f}"}
+            extra = {"step": str(step), "val_miou": f"{miou:.4f}"}
             if thresh is not None:
                 extra["bg_thresh"] = str(thresh)
-            save_model(self.model, self.cfg, self.output / "best.safetensors", extra=extra)
+            save_model(self.model, self.cfg, self.output / BEST_MIOU, extra=extra)
+        top1 = metrics.get("top1")
+        if top1 is not None and (self.state.get("best_val_top1") is None or top1 > self.state["best_val_top1"]):
+            self.state["best_val_top1"] = top1
+            extra = {"step": str(step), "val_top1": f"{top1:.4f}", "val_top5": f"{metrics['top5']:.4f}"}
+            save_model(self.model, self.cfg, self.output / BEST_TOP1, extra=extra)
 
     def finish(self) -> TrainResult:
         """Validate and save the last step, write ``final.safetensors``; the run's result."""
@@ -316,9 +338,9 @@ class TrainingRun:
         final = self.output / "final.safetensors"
         if D.is_main():
             save_model(self.model, self.cfg, final, extra={"step": str(self.state["step"])})
-        best = self.output / "best.safetensors"
+        best = self.output / BEST_MIOU
         return TrainResult(self.output, final, best if best.is_file() else None, self.state["best_val_miou"],
-                           self.state["best_bg_thresh"], self.state["step"])
+                           self.state["best_bg_thresh"], self.state["step"], self.state.get("best_val_top1"))
 
     def log(self, record: dict) -> None:
         """One line of ``metrics.jsonl`` (rank 0)."""
