@@ -15,14 +15,15 @@ from safetensors.torch import load_file, save_file
 
 from ovseg.errors import OvsegError
 from ovseg.model.text import build_tokenizer, minilm_dir
-from ovseg.verify import format_table, infer_step, strided_steps, verify_reference
+from ovseg.verify import compare, format_table, infer_step, strided_steps, verify_reference
 
 REFERENCE = Path(__file__).parent / "data" / "reference"
 
 
 def test_shipped_reference_set_passes_from_the_cli():
-    result = subprocess.run([sys.executable, "-m", "ovseg", "verify-reference", str(REFERENCE)],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "ovseg", "verify-reference", str(REFERENCE)], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert "all outputs match" in result.stdout
     manifest = json.loads((REFERENCE / "manifest.json").read_text())
@@ -45,8 +46,12 @@ def test_a_wrong_expected_output_fails(tmp_path):
     rows = {r.name: r for r in verify_reference(folder)}
     assert rows["seg.slide.bg095.final_logits_strided"].status == "FAIL"
     assert rows["seg.slide.bg035.final_logits_strided"].status == "ok"
-    result = subprocess.run([sys.executable, "-m", "ovseg", "verify-reference", str(folder), "--failures-only"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "ovseg", "verify-reference", str(folder), "--failures-only"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 1 and "FAILED" in result.stdout
 
 
@@ -115,8 +120,9 @@ def test_a_strided_shape_no_step_explains_is_a_one_line_error(tmp_path):
     with pytest.raises(OvsegError) as err:
         verify_reference(folder)
     assert strided[0] in str(err.value) and "no step fits" in str(err.value) and "\n" not in str(err.value)
-    result = subprocess.run([sys.executable, "-m", "ovseg", "verify-reference", str(folder)],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "ovseg", "verify-reference", str(folder)], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
     assert result.stderr.startswith(f"ovseg verify-reference: error: {strided[0]}: cannot infer strided_step")
 
@@ -126,3 +132,25 @@ def test_several_fitting_steps_are_an_error_naming_the_entry():
     assert infer_step("a", (3, 5), (5, 9)) == 2
     with pytest.raises(OvsegError, match=r"^a: cannot infer strided_step .*steps 5\.\.8 all fit"):
         infer_step("a", (1, 2), (5, 9))
+
+
+def test_fragile_positions_are_excused_only_where_the_entry_lists_them():
+    ref = torch.zeros(2, 4, 5)
+    got = ref.clone()
+    got[:, 1, 2] = 0.5  # a group near-tie moved to its second group: every channel at one position
+    logits = {"name": "x.final_logits_strided", "shape": [2, 4, 5], "atol": 1e-5, "ref": ref}
+    assert compare(logits, got).status == "FAIL"
+    assert compare({**logits, "fragile_strided_yx": [[2, 1]]}, got).status == "FAIL"
+    row = compare({**logits, "fragile_strided_yx": [[1, 2]]}, got)
+    assert row.status == "ok" and row.diff == 0 and "1 fragile position" in row.note
+    labels = torch.zeros(4, 5, dtype=torch.uint8)
+    moved = labels.clone()
+    moved[3, 0] = 2
+    label_map = {"name": "x.label_map", "shape": [4, 5], "exact": True, "ref": labels}
+    assert compare(label_map, moved).status == "FAIL"
+    for field in ("fragile_yx_margin_below_1e-5", "fragile_yx_group_near_tie"):
+        row = compare({**label_map, field: [[3, 0]]}, moved)
+        assert row.status == "ok" and row.note == "1 fragile pixel(s) differ"
+    moved[0, 0] = 1
+    row = compare({**label_map, "fragile_yx_group_near_tie": [[3, 0]]}, moved)
+    assert row.status == "FAIL" and row.note == "1 fragile pixel(s) differ; 1 value(s) differ"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,24 +14,17 @@ from ..checkpoints.loading import load_state_dict_checked, model_config_from_off
 from ..checkpoints.official_mapping import convert_official_state_dict
 from ..config import schema
 from ..errors import OvsegError
+from ..inference.preprocess import keep_ratio_size
 from ..inference.slide import encode_windows
 from ..model import OVSegmentor
 from ..model.text import build_tokenizer
 from . import outputs as O
+from .photos import check_photo, compute_photos, photo_inputs
+from .rows import Row, compare, format_table
+
+__all__ = ["Row", "compare", "format_table", "infer_step", "strided_steps", "verify_reference"]
 
 REQUIRED_FILES = ("config.json", "manifest.json", "weights.safetensors", "io.safetensors")
-
-
-@dataclass
-class Row:
-    """One compared entry: status is 'ok', 'FAIL', 'skipped' or 'missing'."""
-
-    name: str
-    shape: tuple
-    diff: float | None
-    tolerance: str
-    status: str
-    note: str = ""
 
 
 def _read_folder(folder: Path) -> tuple[dict, dict, dict, dict]:
@@ -65,13 +57,22 @@ def check_tokenizer(model_name: str, manifest: dict, io: dict) -> list[Row]:
         got = tokenizer(entry["texts"], return_tensors="pt", **call)[field]
         ref = io[entry["name"]]
         same = tuple(got.shape) == tuple(ref.shape) and torch.equal(got.to(ref.dtype), ref)
-        rows.append(Row(entry["name"], tuple(ref.shape), None if same else math.inf, "exact",
-                        "ok" if same else "FAIL", "re-tokenised"))
+        rows.append(
+            Row(
+                entry["name"],
+                tuple(ref.shape),
+                None if same else math.inf,
+                "exact",
+                "ok" if same else "FAIL",
+                "re-tokenised",
+            )
+        )
     return rows
 
 
-def compute_all(model: OVSegmentor, config: dict, manifest: dict, io: dict,
-                steps: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+def compute_all(
+    model: OVSegmentor, config: dict, manifest: dict, io: dict, steps: dict[str, int] | None = None
+) -> dict[str, torch.Tensor]:
     """Every output this folder's inputs allow, keyed by manifest name (``steps``: see ``strided_steps``)."""
     steps = strided_steps(manifest) if steps is None else steps
     got: dict[str, torch.Tensor] = {}
@@ -79,7 +80,7 @@ def compute_all(model: OVSegmentor, config: dict, manifest: dict, io: dict,
     classes = seg.get("class_names", [])
     store, remove = O.debug_taps(model)
     with torch.no_grad():
-        for name in (e["name"][len("input."):] for e in manifest["inputs"] if e["name"].startswith("input.")):
+        for name in (e["name"][len("input.") :] for e in manifest["inputs"] if e["name"].startswith("input.")):
             if io[f"input.{name}"].dtype != torch.float32:
                 continue
             got.update(O.compute_image(model, io, name))
@@ -103,8 +104,9 @@ def compute_all(model: OVSegmentor, config: dict, manifest: dict, io: dict,
     return got
 
 
-def _compute_seg(model: OVSegmentor, config: dict, manifest: dict, io: dict, text_emb: torch.Tensor,
-                 steps: dict[str, int]) -> dict:
+def _compute_seg(
+    model: OVSegmentor, config: dict, manifest: dict, io: dict, text_emb: torch.Tensor, steps: dict[str, int]
+) -> dict:
     seg = config["seg"]
     test_cfg = seg.get("test_cfg", {})
     crop, stride = test_cfg.get("crop_size", [448, 448])[0], test_cfg.get("stride", [224, 224])[0]
@@ -125,8 +127,12 @@ def _compute_seg(model: OVSegmentor, config: dict, manifest: dict, io: dict, tex
             crops = [f"crop{k}" for k in range(len(enc.boxes))]
             out.update(O.compute_crops("seg.slide.", enc, text_emb, scale, top_k, settings, crops))
         else:
-            out.update({k.replace(f"seg.{head}.{head}.", f"seg.{head}."): v for k, v in
-                        O.compute_crops(f"seg.{head}.", enc, text_emb, scale, top_k, settings, [head]).items()})
+            out.update(
+                {
+                    k.replace(f"seg.{head}.{head}.", f"seg.{head}."): v
+                    for k, v in O.compute_crops(f"seg.{head}.", enc, text_emb, scale, top_k, settings, [head]).items()
+                }
+            )
         out.update(O.compute_slide(f"seg.{head}.", enc, text_emb, scale, top_k, settings, tuple(ori), steps))
     return out
 
@@ -137,31 +143,48 @@ def _seg_source(head: str) -> str:
 
 
 def strided_steps(manifest: dict) -> dict[str, int]:
-    """Row/column step of every strided ``seg.*`` entry: its own ``strided_step``, else the one its shape
-    implies (sets may subsample by any step to stay small, without always saying which)."""
+    """Row/column step of every strided entry (``seg.*`` and a photo's): its own ``strided_step``, else the
+    one its shape implies (sets may subsample by any step to stay small, without always saying which)."""
     inputs = {e["name"]: e for e in manifest["inputs"]}
+    outputs = {e["name"]: e for e in manifest["outputs"]}
     steps = {}
-    for entry in manifest["outputs"]:
-        name = entry["name"]
-        if not (name.startswith("seg.") and name.endswith("_strided")):
+    for name, entry in outputs.items():
+        if not name.endswith("_strided"):
             continue
         if "strided_step" in entry:
             steps[name] = int(entry["strided_step"])
             continue
-        full = _full_size(inputs.get(f"input.{_seg_source(name.split('.')[1])}"), name.rsplit(".", 1)[1])
+        full = _full_size(name, inputs, outputs)
         if full is not None:
             steps[name] = infer_step(name, tuple(entry["shape"][-2:]), full)
     return steps
 
 
-def _full_size(source: dict | None, field: str) -> tuple[int, int] | None:
-    """(H, W) a strided field was subsampled from: the input's size before the resize, ``ori_shape`` after."""
-    if source is None or field not in ("avg_logits_strided", "final_logits_strided"):
+def _full_size(name: str, inputs: dict, outputs: dict) -> tuple[int, int] | None:
+    """(H, W) a strided field was subsampled from: the processed image's size before the resize back
+    (a ``seg.*`` input's own size, a photo's resized size), its ``ori_shape`` after."""
+    prefix, field = name.rsplit(".", 2)[0], name.rsplit(".", 1)[1]
+    if field not in ("avg_logits_strided", "final_logits_strided"):
         return None
-    size = source["shape"][-2:]
-    if field == "final_logits_strided":
-        size = source.get("ori_shape", size)[:2]
-    return tuple(size)
+    if name.startswith("seg."):
+        source = inputs.get(f"input.{_seg_source(name.split('.')[1])}")
+        if source is None:
+            return None
+        processed, original = source["shape"][-2:], source.get("ori_shape", source["shape"][-2:])
+    else:
+        source = inputs.get(f"input.{prefix}")
+        if source is None or "file" not in source:
+            return None
+        processed, original = _photo_processed_size(source, outputs, prefix), source.get("ori_shape", source["shape"])
+    return tuple((original if field == "final_logits_strided" else processed)[:2])
+
+
+def _photo_processed_size(source: dict, outputs: dict, prefix: str) -> list[int]:
+    """A photo's size after the keep-ratio resize: its ``resized_uint8`` entry's, else the default scale's."""
+    resized = outputs.get(f"{prefix}.resized_uint8")
+    if resized is not None:
+        return resized["shape"][:2]
+    return list(keep_ratio_size(*source.get("ori_shape", source["shape"])[:2]))
 
 
 def infer_step(name: str, shape: tuple[int, int], full: tuple[int, int]) -> int:
@@ -169,67 +192,32 @@ def infer_step(name: str, shape: tuple[int, int], full: tuple[int, int]) -> int:
     fits = [s for s in range(1, max(full) + 2) if tuple(-(-n // s) for n in full) == tuple(shape)]
     if len(fits) != 1:
         found = f"steps {fits[0]}..{fits[-1]} all fit" if fits else "no step fits"
-        raise OvsegError(f"{name}: cannot infer strided_step from shape {list(shape)} of the {full[0]}x{full[1]} "
-                         f"field ({found}); state strided_step in the manifest entry")
+        raise OvsegError(
+            f"{name}: cannot infer strided_step from shape {list(shape)} of the {full[0]}x{full[1]} "
+            f"field ({found}); state strided_step in the manifest entry"
+        )
     return fits[0]
 
 
-def compare(entry: dict, got: torch.Tensor | None) -> Row:
-    """One manifest output against ovseg's value, with the entry's own tolerance rule."""
-    name, shape = entry["name"], tuple(entry["shape"])
-    if got is None:
-        optional = ".tap." in name
-        return Row(name, shape, None, "-", "skipped" if optional else "missing",
-                   "optional debug tap" if optional else "not computed by ovseg")
-    ref = entry["ref"]
-    if tuple(got.shape) != tuple(ref.shape):
-        return Row(name, shape, math.inf, "-", "FAIL", f"shape {tuple(got.shape)}")
-    if entry.get("exact"):
-        return _compare_exact(entry, got.to(ref.dtype), ref)
-    diff = (got.double() - ref.double()).abs().max().item() if ref.numel() else 0.0
-    atol = float(entry.get("atol", 5e-4 + 1e-4 * ref.double().abs().max().item()))
-    return Row(name, shape, diff, f"atol {atol:g}", "ok" if diff <= atol else "FAIL")
-
-
-def _compare_exact(entry: dict, got: torch.Tensor, ref: torch.Tensor) -> Row:
-    wrong = (got != ref).nonzero().tolist() if got.ndim else ([[]] if got.item() != ref.item() else [])
-    fragile = {tuple(p) for p in entry.get("fragile_yx_margin_below_1e-5", [])}
-    excused = [p for p in wrong if tuple(p) in fragile]
-    bad = len(wrong) - len(excused)
-    note = f"{len(excused)} fragile pixel(s) differ" if excused else ""
-    diff = (got.double() - ref.double()).abs().max().item() if ref.numel() else 0.0
-    return Row(entry["name"], tuple(ref.shape), diff, "exact", "ok" if bad == 0 else "FAIL",
-               note + (f"{bad} value(s) differ" if bad else ""))
-
-
 def verify_reference(folder: str | Path, device: str = "cpu") -> list[Row]:
-    """All rows for a reference folder (tokenizer checks first, then every manifest output), computed on
-    ``device`` and compared on the CPU."""
+    """All rows for a reference folder (tokenizer and photo-file checks first, then every manifest output),
+    computed on ``device`` and compared on the CPU."""
     folder = Path(folder)
     config, manifest, weights, io = _read_folder(folder)
     # the reference is float32: no TF32 shortcuts in cuDNN convolutions or matmuls on GPUs
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     steps = strided_steps(manifest)  # a manifest mistake fails before the model is built
+    photos = photo_inputs(folder, manifest)  # so does a missing photo
     model = build_reference_model(config, weights).to(device)
     rows = check_tokenizer(model.cfg.text_encoder.name, manifest, io)
+    rows += [check_photo(photo, io) for photo in photos]
     got = compute_all(model, config, manifest, {k: v.to(device) for k, v in io.items()}, steps)
     got = {k: v.detach().cpu() for k, v in got.items()}
+    if photos and "text.classes.embedding" in got:
+        got.update(compute_photos(model, config, manifest, photos, got["text.classes.embedding"], steps))
     for entry in manifest["outputs"]:
         if entry["name"] not in io:
             rows.append(Row(entry["name"], tuple(entry["shape"]), None, "-", "missing", "absent from io.safetensors"))
             continue
         rows.append(compare({**entry, "ref": io[entry["name"]]}, got.get(entry["name"])))
     return rows
-
-
-def format_table(rows: list[Row]) -> str:
-    width = max(len(r.name) for r in rows)
-    lines = [f"{'name':<{width}}  {'shape':<16} {'max abs diff':>12}  {'tolerance':<12} status"]
-    for r in rows:
-        diff = "-" if r.diff is None else f"{r.diff:.3g}"
-        shape = "x".join(map(str, r.shape)) or "scalar"
-        lines.append(f"{r.name:<{width}}  {shape:<16} {diff:>12}  {r.tolerance:<12} {r.status}"
-                     + (f"  ({r.note})" if r.note else ""))
-    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "FAIL", "missing", "skipped")}
-    lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n or s in ("ok", "FAIL")))
-    return "\n".join(lines)
