@@ -246,3 +246,36 @@ def test_the_user_may_still_choose_a_text_encoder_on_the_command_line(tmp_path, 
     model, cfg = load_model(tiny_checkpoint, opts=["model.text_encoder.hf_overrides.hidden_dropout_prob=0.0"])
     assert cfg.model.text_encoder.hf_overrides.hidden_dropout_prob == 0.0
     assert model.text_encoder.transformer.config.hidden_dropout_prob == 0.0
+
+
+# ------------------------------------------------------------------------------- files a file names
+def test_a_checkpoint_naming_a_backbone_file_never_makes_ovseg_read_it(tmp_path, tiny_checkpoint, capsys):
+    """``model.img_encoder.init_checkpoint`` (and the original's alias) is how the user's training starts:
+    a file's stored value is dropped, whatever reads the file (convert, demo, a stage-2 start)."""
+    from ovseg.checkpoints import load_model
+    from ovseg.config import load_config
+    from ovseg.engine.stages import build_model
+    from ovseg.factory import preset_path
+
+    bait = tmp_path / "bait_backbone.pth"
+    torch.save({"cls_token": torch.zeros(1, 1, 64)}, bait)
+    opened: list[str] = []
+    sys.addaudithook(lambda event, args: opened.append(str(args[0]))
+                     if event == "open" and args and bait.name in str(args[0]) else None)
+
+    def edit(config):
+        config["model"]["img_encoder"].update(init="dino", init_checkpoint=str(bait), freeze_backbone=True,
+                                              imgnet_pretrained="dino", imgnet_pretrained_checkpoint=str(bait))
+
+    path = crafted(tmp_path, tiny_checkpoint, edit)
+    out = tmp_path / "converted.safetensors"
+    assert main(["convert", str(path), str(out)]) == 0, capsys.readouterr().err
+    _, model_cfg = load_model(path, training=True)
+    ie = model_cfg.model.img_encoder
+    assert (ie.init, ie.init_checkpoint, ie.imgnet_pretrained, ie.imgnet_pretrained_checkpoint,
+            ie.freeze_backbone) == ("none", None, None, None, False)
+    assert str(bait) not in json.dumps(stored(out)[1])
+    stage2 = load_config(preset_path("tiny"), ["train.stage=2", "model.use_maskloss=true",
+                                                 f"checkpoint.stage1_checkpoint={path}"])
+    build_model(stage2, torch.device("cpu"))
+    assert opened == [] and SECRET not in capsys.readouterr().err

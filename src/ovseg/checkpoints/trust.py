@@ -4,7 +4,8 @@ A checkpoint may come from anyone. Its config describes an architecture and noth
 one of ovseg's built-in ones, transformers settings are plain typed fields (never loader arguments such as
 ``trust_remote_code`` or ``revision``), no value is an interpolation (``${oc.env:…}`` is never resolved),
 sizes are bounded, and only the ``model`` section is read (paths, data and training settings in a file are
-ignored). A user who wants another text encoder names it on their own command line or in their own config
+ignored, and so is how its image encoder once started: ``init_checkpoint`` and its kin). A user who wants
+another text encoder names it on their own command line or in their own config
 (``--opts model.text_encoder.name=FOLDER``), which is applied after this check. ``check_shapes`` then
 compares the model a config describes, built on the meta device (nothing allocated), with the file's tensors.
 """
@@ -24,6 +25,9 @@ from ..model.text import BUILTIN_TEXT_ENCODERS, OFFLINE_PRETRAINED, TEXT_CONFIG_
 LOADER_KEYS = frozenset({"trust_remote_code", "revision", "code_revision", "auto_map", "token", "use_auth_token",
                          "cache_dir", "local_files_only", "force_download", "proxies", "subfolder", "mirror",
                          "_commit_hash", "name_or_path", "_name_or_path", "attn_implementation"})
+# how a training run's image encoder started: the user's choice (a local file), never a checkpoint's
+INIT_KEYS = frozenset({"init", "init_checkpoint", "imgnet_pretrained", "imgnet_pretrained_checkpoint",
+                       "freeze_backbone"})
 # counts of modules or tokens; larger values are no model anyone trains and only cost time to build
 MAX_COUNT = 1024
 MAX_SIZE = 10_000_000  # any other integer (a width, a vocabulary size); the weights must match it anyway
@@ -40,6 +44,8 @@ def model_config_from_file(stored: Any, source: str) -> dict:
     if not isinstance(model, Mapping):
         raise CheckpointError(f"{source}: the stored config has no 'model' section")
     model = dict(model)
+    if "img_encoder" in model:
+        model["img_encoder"] = architecture_only(model["img_encoder"])
     refuse_interpolations(model, source, "model")
     text = model.get("text_encoder") or {}
     check_text_encoder(text, source, "model.text_encoder")
@@ -52,6 +58,16 @@ def model_config_from_file(stored: Any, source: str) -> dict:
         raise CheckpointError(f"{source}: refused 'model.entity_prompt': expected text with one '{{}}' and no "
                               "other braces")
     return model
+
+
+def architecture_only(img: Any) -> Any:
+    """The image encoder's section without how training once started (``init``, its file, freezing): a file
+    never makes ovseg read another file. What ``init: clip`` adds to the architecture (CLIP's ``proj``) stays."""
+    if not isinstance(img, Mapping):
+        return img
+    clip = "clip" in (img.get("init"), img.get("imgnet_pretrained"))
+    kept = {k: v for k, v in img.items() if k not in INIT_KEYS}
+    return {**kept, "init": "clip"} if clip else kept
 
 
 def parse_stored_config(text: str | None, source: str) -> Any:

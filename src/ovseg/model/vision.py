@@ -70,6 +70,7 @@ def conv_stem(patch_size: int, in_chans: int, embed_dim: int, norm: bool, extra_
 
 
 STEMS = get_args(Stem)
+CLIP_OUTPUT_WIDTHS = {768: 512, 1024: 768}  # OpenAI CLIP's visual width -> its embedding width
 
 
 class MixerMlp(Mlp):
@@ -135,7 +136,7 @@ class GroupViT(nn.Module):
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.1, patch_norm: bool = False, stem: str = "patch",
                  center_assign_keys: bool = False, group_token_residual: bool = True,
-                 segment_values: str = "tokens", stem_extra_convs: int = 0):
+                 segment_values: str = "tokens", stem_extra_convs: int = 0, out_proj_dim: int | None = None):
         super().__init__()
         _check_stages(depths, num_heads, num_group_tokens, num_output_groups, embed_factors)
         self.patch_size = patch_size
@@ -178,8 +179,15 @@ class GroupViT(nn.Module):
                                              downsample, projector))
         self.num_features = int(embed_dim * embed_factors[-1])
         self.norm = nn.LayerNorm(self.num_features)
+        # CLIP's output projection (init 'clip' only, loaded from the file): the head becomes x @ proj
+        self.proj = nn.Parameter(torch.zeros(self.num_features, out_proj_dim)) if out_proj_dim else None
         self.stem_dtype: torch.dtype | None = None  # set by ``stem_precision`` (training), not saved
         self.apply(_init_weights)
+
+    @property
+    def out_features(self) -> int:
+        """Width of the output tokens: the encoder's, or CLIP's projection's."""
+        return self.num_features if self.proj is None else self.proj.shape[1]
 
     @property
     def supports_patch_tokens(self) -> bool:
@@ -210,10 +218,22 @@ class GroupViT(nn.Module):
             values = None
             if assignment is not None:
                 assignments.append(assignment)
-        x = self.norm(x)
-        patches = self.norm(assignments[0].patch_tokens) if per_patch else None
+        x = self.head(self.norm(x))
+        patches = self.head(self.norm(assignments[0].patch_tokens)) if per_patch else None
         return VisionOutput(tokens=x, pooled=x.mean(dim=1), assignments=assignments, grid=grid,
                             patch_tokens=patches)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Identity, or ``x @ proj`` for a CLIP-initialised encoder (the original's ``forward_image_head``)."""
+        return x if self.proj is None else x @ self.proj
+
+
+def clip_proj_width(ie) -> int | None:
+    """The width of CLIP's ``proj`` when ``model.img_encoder`` starts from CLIP (``init`` or the original's
+    ``imgnet_pretrained``), else None: CLIP ViT-B maps 768 -> 512, ViT-L 1024 -> 768; other widths keep theirs."""
+    if "clip" not in (ie.init, ie.imgnet_pretrained):
+        return None
+    return CLIP_OUTPUT_WIDTHS.get(ie.embed_dim, ie.embed_dim)
 
 
 @contextlib.contextmanager
