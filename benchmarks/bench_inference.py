@@ -51,7 +51,7 @@ def run_single(seg: ovseg.Segmenter, images: list[np.ndarray], warmup: int) -> t
     """Segmenter.predict image by image (what the demo does)."""
     times, labels = [], []
     for i, image in enumerate(images):
-        seg._image_key = None  # no caching across images
+        seg.image_cache.clear()  # no caching across images
         sync(seg.device)
         start = time.perf_counter()
         pred = seg.predict(image, list(VOC))  # at seg.cfg.precision

@@ -21,8 +21,15 @@ def preset_path(name: str) -> Path:
     candidate = CONFIG_DIR / (name if name.endswith((".yml", ".yaml")) else f"{name}.yml")
     if candidate.is_file():
         return candidate
-    known = sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.rglob("*.yml"))
-    raise ConfigError(f"config '{name}' not found (a file path, or one of: {', '.join(known)})")
+    raise ConfigError(f"config '{name}' not found (a file path, or one of: {', '.join(list_presets())})")
+
+
+def list_presets() -> list[str]:
+    """The preset names ``create_model`` and ``preset_path`` accept, sorted: ``tiny``, the paper's models
+    (``ovsegmentor/vit_b16_bert_8g`` …), the benchmark configs (``test_voc12`` …) and the quickstart's. The
+    ``ovsegmentor/pretrain_*`` presets start from the pretrained text encoder, fetched from the Hugging Face
+    Hub on first use; every other preset builds offline."""
+    return sorted(p.relative_to(CONFIG_DIR).with_suffix("").as_posix() for p in CONFIG_DIR.rglob("*.yml"))
 
 
 def create_model(cfg: DictConfig | str | Path) -> OVSegmentor:

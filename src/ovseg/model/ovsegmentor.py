@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +23,7 @@ from .entity_decoder import EntityDecoder
 from .grouping import AssignAttention, Assignment
 from .heads import ProjectMLP
 from .text import TextEncoder, build_hf_model
-from .vision import GroupViT
+from .vision import GroupViT, clip_proj_width
 
 
 @dataclass
@@ -47,8 +50,21 @@ class TextOutput:
     tokens: torch.Tensor
 
 
+@dataclass(frozen=True)
+class HubIO:
+    """The file side of ``from_pretrained`` / ``save_pretrained`` / ``push_to_hub``: it lives in
+    ``ovseg.checkpoints.hub`` (a file becomes a model only there, and ``model`` may not import it), which
+    registers it on ``OVSegmentor.hub_io`` when imported; ``import ovseg`` always imports it."""
+
+    load: Callable[..., Any]
+    save: Callable[..., Path]
+    push: Callable[..., Any]
+
+
 class OVSegmentor(nn.Module):
     """Submodule names mirror the official ``MultiLabelContrastive`` state dict."""
+
+    hub_io: ClassVar[HubIO | None] = None
 
     def __init__(self, cfg: DictConfig):
         super().__init__()
@@ -63,7 +79,8 @@ class OVSegmentor(nn.Module):
                 qkv_bias=ie.qkv_bias, drop_rate=ie.drop_rate, attn_drop_rate=ie.attn_drop_rate,
                 drop_path_rate=ie.drop_path_rate, patch_norm=ie.patch_norm, stem=ie.stem,
                 center_assign_keys=ie.center_assign_keys, group_token_residual=ie.group_token_residual,
-                segment_values=ie.segment_values, stem_extra_convs=ie.stem_extra_convs)
+                segment_values=ie.segment_values, stem_extra_convs=ie.stem_extra_convs,
+                out_proj_dim=clip_proj_width(ie))
         except ValueError as e:  # a user's setting: one line naming it, not a traceback
             raise ConfigError(f"model.img_encoder: {e}") from e
         if cfg.patch_label_weight > 0 and not self.img_encoder.supports_patch_tokens:
@@ -71,7 +88,7 @@ class OVSegmentor(nn.Module):
                               f"(model.img_encoder.depths [d, 0]), got depths {list(ie.depths)}")
         transformer = build_hf_model(te.name, te.pretrained, dict(te.hf_overrides), te.attn_implementation)
         self.text_encoder = TextEncoder(transformer, te.pooling, te.center_features)
-        img_width, text_width = self.img_encoder.num_features, self.text_encoder.width
+        img_width, text_width = self.img_encoder.out_features, self.text_encoder.width
         proj = dict(inner_dim=cfg.proj_inner_dim, out_dim=cfg.output_dim, num_layers=cfg.proj_num_layers)
         self.img_projector = ProjectMLP(img_width, **proj)
         self.text_projector = ProjectMLP(text_width, **proj)
@@ -162,6 +179,34 @@ class OVSegmentor(nn.Module):
         ema = list(self.img_encoder_momentum.parameters())
         torch._foreach_mul_(ema, m)
         torch._foreach_add_(ema, online, alpha=1.0 - m)
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | Path, device: str | torch.device = "cpu",
+                        revision: str | None = None, opts: list[str] | None = None) -> OVSegmentor:
+        """The model of a Hub-style folder (``save_pretrained``), an ovseg ``.safetensors`` or official ``.pth``
+        file, or a Hugging Face Hub repo id (downloaded only when no such local path exists), in eval mode.
+        Every file passes the checkpoint trust rules; ``opts`` (``model.…=value``) override its config."""
+        return _hub_io().load(path_or_repo_id, device=device, revision=revision, opts=opts)
+
+    def save_pretrained(self, save_directory: str | Path, preset: str | None = None, trained_on: str | None = None,
+                        evaluation: Mapping[str, float] | None = None) -> Path:
+        """Write ``model.safetensors``, ``config.json`` (the resolved config) and a model card ``README.md``;
+        ``preset``, ``trained_on`` and ``evaluation`` ({benchmark: mIoU in %}) go into the card."""
+        return _hub_io().save(self, save_directory, preset=preset, trained_on=trained_on, evaluation=evaluation)
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
+                    commit_message: str = "Upload ovseg model", preset: str | None = None,
+                    trained_on: str | None = None, evaluation: Mapping[str, float] | None = None) -> Any:
+        """``save_pretrained`` into a temporary folder and upload it to the Hub repo ``repo_id`` (created if
+        missing) as one commit; returns huggingface_hub's ``CommitInfo``."""
+        return _hub_io().push(self, repo_id, private=private, token=token, commit_message=commit_message,
+                              preset=preset, trained_on=trained_on, evaluation=evaluation)
+
+
+def _hub_io() -> HubIO:
+    if OVSegmentor.hub_io is None:
+        raise RuntimeError("OVSegmentor's Hub methods need ovseg.checkpoints (import ovseg registers it)")
+    return OVSegmentor.hub_io
 
 
 def class_embeddings(text_x: torch.Tensor, num_classes: int) -> torch.Tensor:
