@@ -17,7 +17,7 @@ LAYERS = [
     {"model", "losses", "data", "viz"},
     {"factory", "checkpoints"},
     {"inference"},
-    {"evaluation", "verify"},
+    {"evaluation", "verify", "export"},
     {"engine", "demo"},
     {"web", "quickstart"},
     {"cli", "__init__"},

@@ -118,7 +118,7 @@ class GroupingLayer(nn.Module):
 
 def resize_pos_embed(pos_embed: torch.Tensor, base_grid: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
     """(h0·w0, C) table -> (h·w, C) by bicubic interpolation (align_corners=False), row-major."""
-    if grid == base_grid:
+    if grid == base_grid and not torch.compiler.is_exporting():  # torch.export: one graph for every grid
         return pos_embed
     c = pos_embed.shape[-1]
     table = pos_embed.reshape(1, *base_grid, c).permute(0, 3, 1, 2)
