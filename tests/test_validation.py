@@ -118,6 +118,8 @@ def test_epoch_validation_scores_segmentation_and_classification_and_keeps_both_
     assert result.best.name == "best_miou.safetensors" and result.best_val_top1 == max(r["val_top1"] for r in val)
     best_top1 = tmp_path / "run" / "best_top1.safetensors"
     assert best_top1.is_file()
+    plot = tmp_path / "run" / "training.png"  # the losses and both validations, drawn after each validation
+    assert plot.is_file() and plot.stat().st_size > 10_000
     # the last record scored the final weights: the classification API gives the same numbers on them
     model, _ = load_model(result.final)
     again = evaluate_classification(model, cfg.evaluate.cls, progress=False)

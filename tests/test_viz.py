@@ -192,3 +192,19 @@ def test_quickstart_plot_counts_samples_over_both_stages(tmp_path):
     )
     path = write_plot(tmp_path, {"stage1": 64, "stage2": 32})
     assert path == tmp_path / "training.png" and _png(path)[0].shape == (750, 850, 3)
+
+
+def test_training_records_become_curves_with_classification_when_validated():
+    from ovseg.viz.plot import stage_curves_from_records, training_figure
+
+    records = [{"step": 1, "loss_total": 2.0, "loss_contrast": 1.5}, {"epoch": 0, "skipped": {}},
+               {"step": 2, "val_miou": 30.0, "val_top1": 12.5, "val_top5": 40.0},
+               {"step": 2, "loss_total": 1.0, "loss_contrast": 0.8}]
+    stage = stage_curves_from_records("stage 1", [r for r in records if "step" in r], batch=8, start=100)
+    assert stage.losses["total"] == ([108, 116], [2.0, 1.0]) and "grad_norm" not in stage.losses
+    assert stage.val_miou == ([116], [30.0]) and stage.val_top1 == ([116], [12.5])
+    figure = training_figure([stage])
+    figure.canvas.draw()
+    val = figure.axes[1]
+    assert val.get_ylabel() == "mIoU / top-1 (%)" and "top-1" in val.get_title()
+    assert [line.get_label() for line in val.get_lines() if line.get_linestyle() == ":"] == ["stage 1 top-1"]

@@ -30,7 +30,7 @@ from .inference import Segmenter
 from .inference.refine import RefineSettings
 from .label_stats import pixel_shares
 from .viz import add_legend, class_palette, overlay_labels
-from .viz.plot import StageCurves, write_training_plot
+from .viz.plot import StageCurves, stage_curves_from_records, write_training_plot
 
 log = logging.getLogger(__name__)
 
@@ -168,17 +168,7 @@ def stage_curves(out: Path, batches: dict[str, int]) -> list[StageCurves]:
     curves, start = [], 0
     for name, batch in batches.items():
         records = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
-        stage = StageCurves(name, start=start)
-        for r in records:
-            seen = start + r["step"] * batch
-            if r.get("val_miou") is not None:
-                stage.val_miou[0].append(seen)
-                stage.val_miou[1].append(r["val_miou"])
-            for key in (k for k in r if k.startswith("loss_") and k != "loss_grad_norm"):
-                xs, ys = stage.losses.setdefault(key[5:], ([], []))
-                xs.append(seen)
-                ys.append(r[key])
-        curves.append(stage)
+        curves.append(stage_curves_from_records(name, records, batch, start))
         start += max((r["step"] for r in records), default=0) * batch
     return curves
 

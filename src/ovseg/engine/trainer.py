@@ -44,6 +44,7 @@ from ..errors import ConfigError, OvsegError
 from ..fileio import atomic_write
 from ..inference.segmenter import check_seg_config
 from ..model.text import build_tokenizer
+from ..viz.plot import stage_curves_from_records, write_training_plot
 from . import distributed as D
 from .compilation import compile_hot_modules
 from .objective import TrainingObjective
@@ -318,6 +319,7 @@ class TrainingRun:
         metrics = self.validator(self.model)
         step = self.state["step"]
         self.log({"step": step, "epoch": step / self.steps_per_epoch, **{f"val_{k}": v for k, v in metrics.items()}})
+        self.write_plot()
         miou, thresh = metrics.get("miou"), metrics.get("bg_thresh")
         if miou is not None and (self.state["best_val_miou"] is None or miou > self.state["best_val_miou"]):
             self.state.update(best_val_miou=miou, best_bg_thresh=thresh)
@@ -338,9 +340,23 @@ class TrainingRun:
         final = self.output / "final.safetensors"
         if D.is_main():
             save_model(self.model, self.cfg, final, extra={"step": str(self.state["step"])})
+            if self.validator is None:
+                self.write_plot()
         best = self.output / BEST_MIOU
         return TrainResult(self.output, final, best if best.is_file() else None, self.state["best_val_miou"],
                            self.state["best_bg_thresh"], self.state["step"], self.state.get("best_val_top1"))
+
+    def write_plot(self) -> None:
+        """``training.png``: the losses and validation so far against samples seen (rank 0). A drawing failure
+        is a warning: it must not end a run."""
+        try:
+            lines = (self.output / "metrics.jsonl").read_text().splitlines()
+            records = [r for r in map(json.loads, lines) if "step" in r]  # not the per-epoch skip counts
+            batch = self.cfg.data.batch_size * self.cfg.train.accumulation_steps * D.world_size()
+            curves = stage_curves_from_records(f"stage {self.cfg.train.stage}", records, batch)
+            write_training_plot(self.output / "training.png", [curves])
+        except Exception as e:  # noqa: BLE001 - any plotting error
+            log.warning("training.png not drawn: %s", e)
 
     def log(self, record: dict) -> None:
         """One line of ``metrics.jsonl`` (rank 0)."""

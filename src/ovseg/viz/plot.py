@@ -30,6 +30,24 @@ class StageCurves:
     start: float = 0.0  # samples seen when the stage started
     losses: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)  # part -> (samples, values)
     val_miou: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))  # (samples, mIoU %)
+    val_top1: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))  # (samples, top-1 %)
+
+
+def stage_curves_from_records(name: str, records: list[dict], batch: int, start: float = 0.0) -> StageCurves:
+    """A stage's ``metrics.jsonl`` records (``step``, ``loss_*``, ``val_miou``, ``val_top1``) as curves against
+    the samples seen (``batch`` samples per step, counted from ``start``)."""
+    stage = StageCurves(name, start=start)
+    for r in records:
+        seen = start + r["step"] * batch
+        for key, series in (("val_miou", stage.val_miou), ("val_top1", stage.val_top1)):
+            if r.get(key) is not None:
+                series[0].append(seen)
+                series[1].append(r[key])
+        for key in (k for k in r if k.startswith("loss_") and k != "loss_grad_norm"):
+            xs, ys = stage.losses.setdefault(key[5:], ([], []))
+            xs.append(seen)
+            ys.append(r[key])
+    return stage
 
 
 ClassIoU = Mapping[str, Mapping[str, float | None]]  # series name (e.g. "category names") -> class -> IoU %
@@ -88,10 +106,15 @@ def _draw_validation(axes: Axes, stages: list[StageCurves]) -> None:
         if not xs:
             continue
         axes.plot(xs, ys, color=f"C{k}", marker="o", linewidth=1.5, label=f"{stage.name}")
-    axes.set_title("validation mIoU")
+    for k, stage in enumerate(stages):  # zero-shot classification, where it was validated
+        xs, ys = stage.val_top1
+        if xs:
+            axes.plot(xs, ys, color=f"C{k}", marker="s", linestyle=":", linewidth=1.5, label=f"{stage.name} top-1")
+    axes.set_title("validation: segmentation mIoU (dotted: classification top-1)"
+                   if any(s.val_top1[0] for s in stages) else "validation mIoU")
     axes.set_xlabel("training samples seen")
     axes.xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, 1.5M
-    axes.set_ylabel("mIoU (%)")
+    axes.set_ylabel("mIoU / top-1 (%)" if any(s.val_top1[0] for s in stages) else "mIoU (%)")
     _finish(axes, empty="no validation records")
 
 
