@@ -31,6 +31,7 @@ Refinement = Literal["none", "pamr", "pamr-local"]  # none (the original) | pamr
 Scoring = Literal["groups", "patches"]  # groups (the original) | patches: every patch as a one-patch segment
 DataType = Literal["scenes", "webdataset", "csv", "folder"]  # scenes: embedded, no files; else caption corpora
 Augment = Literal["paper", "none"]  # paper (spec §2.5; stage 2: crop + flip) | none (centre square; tests)
+AugmentDevice = Literal["auto", "cpu", "cuda"]  # where flip, RandAugment, erasing, normalisation run
 TrainingPrecision = Literal["auto", "fp32", "bf16", "bf16-stem"]
 DistBackend = Literal["auto", "nccl", "gloo"]
 # where the image encoder's backbone (stem, blocks before and after grouping, final norm) starts from (spec §1.2)
@@ -201,6 +202,7 @@ class DataConfig:
     meta_file: str | None = None  # csv: metafile with columns image_id, caption (+ optional pairindex, pairentity)
     image_root: str | None = None  # csv: folder image_id is relative to (default: the metafile's); folder: the images
     augment: Augment = "paper"  # not for scenes
+    augment_device: AugmentDevice = "auto"  # auto: the training device; cpu: in the loader workers (per sample)
     shuffle_buffer: int = 2000  # streaming: encoded samples shuffled locally after each epoch's shard shuffle
 
 
