@@ -5,17 +5,16 @@
 - stage 2: RandomResizedCrop scale (0.4, 1), flip, normalisation;
 - ``none``: resize the short side and take the centre square (deterministic; tests, quick checks).
 
-Where it runs: per sample, in the DataLoader workers. The crop must precede batching (images differ in
-size) and, done first, lets the JPEG decoder skip resolution the crop does not need. RandAugment and
-erasing then run on the (1, 3, S, S) sample: measured on CPU, batching them gains < 2x for most ops and
-nothing for some, and per-sample keeps items in the form the collator expects (normalised float images).
-``RandAugment`` and ``RandomErasing`` take any batch size (and ``RandAugment`` any device), so they could
-move to the GPU later.
+Where it runs (``data.augment_device``): the crop always runs per sample in the DataLoader workers (images
+differ in size, and done first it lets the JPEG decoder skip resolution the crop does not need). With
+``cpu`` the rest (flip, RandAugment, normalisation, erasing) follows per sample there too; otherwise the
+workers emit the uint8 crop (``deferred``) and ``device_augment.DeviceAugment`` applies the same ops
+batched on the training device, which takes most of the loader's CPU time off the workers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import get_args
 
 import numpy as np
@@ -49,9 +48,11 @@ def normalize_0_1(x: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------- RandAugment
-def _signed(level: torch.Tensor) -> torch.Tensor:
-    """level with a random sign per sample (the symmetric ops of timm's RandAugment)."""
-    return level * torch.where(torch.rand_like(level) < 0.5, -1.0, 1.0)
+def _signed(level: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """level with a random sign per sample (the symmetric ops of timm's RandAugment), drawn on the CPU
+    (from ``generator``, else the global generator) so that a seed gives the same signs on every device."""
+    draw = torch.rand(level.shape, generator=generator, dtype=level.dtype)
+    return level * torch.where(draw < 0.5, -1.0, 1.0).to(level.device)
 
 
 def _geometric(x: torch.Tensor, warp: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -60,63 +61,72 @@ def _geometric(x: torch.Tensor, warp: Callable[[torch.Tensor], torch.Tensor]) ->
     return warp(x - mean) + mean
 
 
-def _factor(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+def _factor(x: torch.Tensor, level: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
     """Enhancement factor 1 ± 0.9·level (timm's "increasing" colour/contrast/brightness/sharpness)."""
-    return (1.0 + 0.9 * _signed(level)).to(x.dtype)
+    return (1.0 + 0.9 * _signed(level, g)).to(x.dtype)
 
 
-def _shift(level: torch.Tensor, pixels: int, axis: int) -> torch.Tensor:
+def _shift(level: torch.Tensor, pixels: int, axis: int, g: torch.Generator | None) -> torch.Tensor:
     """(B, 2) offsets of ±level·pixels along ``axis`` (0: x, 1: y)."""
     offsets = torch.zeros(len(level), 2, dtype=level.dtype, device=level.device)
-    offsets[:, axis] = _signed(level) * pixels
+    offsets[:, axis] = _signed(level, g) * pixels
     return offsets
 
 
-def _auto_contrast(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+def _auto_contrast(x: torch.Tensor, level: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
     lo, hi = x.amin((-2, -1), keepdim=True), x.amax((-2, -1), keepdim=True)
     return torch.where(hi > lo, (x - lo) / (hi - lo).clamp_min(1e-6), x)
 
 
-# op name -> fn(x (B, 3, H, W) in [0, 1], level (B,) in [0, 1]); magnitudes of timm's "inc1" set at level 1:
-# rotate 30°, shear 0.3, translate 0.45 of the size, colour factors 1 ± 0.9, posterize 4 -> 0 bits, solarize
-# threshold 1 -> 0, solarize-add 110/255
-RAND_OPS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+# op name -> fn(x (B, 3, H, W) in [0, 1], level (B,) in [0, 1], generator of the signs or None); magnitudes
+# of timm's "inc1" set at level 1: rotate 30°, shear 0.3, translate 0.45 of the size, colour factors 1 ± 0.9,
+# posterize 4 -> 0 bits, solarize threshold 1 -> 0, solarize-add 110/255
+Op = Callable[[torch.Tensor, torch.Tensor, "torch.Generator | None"], torch.Tensor]
+RAND_OPS: dict[str, Op] = {
     "auto_contrast": _auto_contrast,
-    "equalize": lambda x, lv: equalize(x),
-    "invert": lambda x, lv: 1.0 - x,
-    "rotate": lambda x, lv: _geometric(x, lambda y: rotate(y, 30.0 * _signed(lv).to(x.dtype))),
-    "posterize": lambda x, lv: posterize(x, (4 - (4 * lv).floor()).to(torch.int64)),  # 4 bits down to 0
-    "solarize": lambda x, lv: torch.where(x >= (1.0 - lv).view(-1, 1, 1, 1), 1.0 - x, x),
-    "solarize_add": lambda x, lv: torch.where(x < 0.5, (x + (110 / 255) * lv.view(-1, 1, 1, 1)).clamp(0, 1), x),
-    "color": lambda x, lv: adjust_saturation_with_gray_subtraction(x, _factor(x, lv)),
-    "contrast": lambda x, lv: adjust_contrast_with_mean_subtraction(x, _factor(x, lv)),
-    "brightness": lambda x, lv: (x * _factor(x, lv).view(-1, 1, 1, 1)).clamp(0, 1),
-    "sharpness": lambda x, lv: sharpness(x, _factor(x, lv)),
-    "shear_x": lambda x, lv: _geometric(x, lambda y: shear(y, _shift(0.3 * lv, 1, 0).to(x.dtype))),
-    "shear_y": lambda x, lv: _geometric(x, lambda y: shear(y, _shift(0.3 * lv, 1, 1).to(x.dtype))),
-    "translate_x": lambda x, lv: _geometric(x, lambda y: translate(y, _shift(0.45 * lv, x.shape[-1], 0).to(x.dtype))),
-    "translate_y": lambda x, lv: _geometric(x, lambda y: translate(y, _shift(0.45 * lv, x.shape[-2], 1).to(x.dtype))),
+    "equalize": lambda x, lv, g=None: equalize(x),
+    "invert": lambda x, lv, g=None: 1.0 - x,
+    "rotate": lambda x, lv, g=None: _geometric(x, lambda y: rotate(y, 30.0 * _signed(lv, g).to(x.dtype))),
+    "posterize": lambda x, lv, g=None: posterize(x, (4 - (4 * lv).floor()).to(torch.int64)),  # 4 bits to 0
+    "solarize": lambda x, lv, g=None: torch.where(x >= (1.0 - lv).view(-1, 1, 1, 1), 1.0 - x, x),
+    "solarize_add": lambda x, lv, g=None: torch.where(
+        x < 0.5, (x + (110 / 255) * lv.view(-1, 1, 1, 1)).clamp(0, 1), x),
+    "color": lambda x, lv, g=None: adjust_saturation_with_gray_subtraction(x, _factor(x, lv, g)),
+    "contrast": lambda x, lv, g=None: adjust_contrast_with_mean_subtraction(x, _factor(x, lv, g)),
+    "brightness": lambda x, lv, g=None: (x * _factor(x, lv, g).view(-1, 1, 1, 1)).clamp(0, 1),
+    "sharpness": lambda x, lv, g=None: sharpness(x, _factor(x, lv, g)),
+    "shear_x": lambda x, lv, g=None: _geometric(x, lambda y: shear(y, _shift(0.3 * lv, 1, 0, g).to(x.dtype))),
+    "shear_y": lambda x, lv, g=None: _geometric(x, lambda y: shear(y, _shift(0.3 * lv, 1, 1, g).to(x.dtype))),
+    "translate_x": lambda x, lv, g=None: _geometric(
+        x, lambda y: translate(y, _shift(0.45 * lv, x.shape[-1], 0, g).to(x.dtype))),
+    "translate_y": lambda x, lv, g=None: _geometric(
+        x, lambda y: translate(y, _shift(0.45 * lv, x.shape[-2], 1, g).to(x.dtype))),
 }
 
 
 class RandAugment:
     """timm's ``rand-m9-mstd0.5-inc1`` on a batch (B, 3, H, W) in [0, 1]: ``num_ops`` rounds; in each,
     every sample draws one of the 15 ops (with replacement), applies it with probability ``prob`` at level
-    clip(N(magnitude, std), 0, 10) / 10."""
+    clip(N(magnitude, std), 0, 10) / 10. Each op runs once per round on the samples that drew it.
 
-    def __init__(self, num_ops: int = 2, magnitude: float = 9.0, std: float = 0.5, prob: float = 0.5):
+    The draws are made on the CPU, from ``generator`` when given (the batched path: the same seed gives the
+    same draws on every device, and grouping by op needs no device sync), else from the global generator.
+    ``ops`` restricts the policy to some of ``RAND_OPS`` (tests)."""
+
+    def __init__(self, num_ops: int = 2, magnitude: float = 9.0, std: float = 0.5, prob: float = 0.5,
+                 ops: Sequence[str] = tuple(RAND_OPS)):
         self.num_ops, self.magnitude, self.std, self.prob = num_ops, magnitude, std, prob
-        self.names = list(RAND_OPS)
+        self.names = list(ops)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.clone()
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x, n, g = x.clone(), len(x), generator
         for _ in range(self.num_ops):
-            op = torch.randint(len(self.names), (len(x),))
-            applied = torch.rand(len(x)) < self.prob
-            level = ((self.magnitude + self.std * torch.randn(len(x))).clamp(0, 10) / 10).to(x)
+            op = torch.randint(len(self.names), (n,), generator=g)
+            applied = torch.rand(n, generator=g) < self.prob
+            level = ((self.magnitude + self.std * torch.randn(n, generator=g)).clamp(0, 10) / 10).to(x)
             for k in op[applied].unique().tolist():
-                rows = torch.nonzero(applied & (op == k)).flatten()
-                x[rows] = RAND_OPS[self.names[k]](x[rows], level[rows]).clamp(0, 1)
+                rows = torch.nonzero(applied & (op == k)).flatten().to(x.device)
+                x[rows] = RAND_OPS[self.names[k]](x[rows], level[rows], g).clamp(0, 1)
         return x
 
 
@@ -165,19 +175,27 @@ def centre_square(width: int, height: int) -> Box:
 
 
 class TrainTransform:
-    """Encoded image bytes -> (3, size, size) normalised float tensor (see the module docstring)."""
+    """Encoded image bytes -> (3, size, size) normalised float tensor (see the module docstring); with
+    ``deferred``, the uint8 crop only (``DeviceAugment`` does the rest on the batch)."""
 
-    def __init__(self, size: int, mode: str = "paper", stage: int = 1):
+    def __init__(self, size: int, mode: str = "paper", stage: int = 1, deferred: bool = False):
         if mode not in MODES:
             raise ConfigError(f"data.augment: expected one of {', '.join(MODES)}, got '{mode}'")
-        self.size, self.mode, self.stage = size, mode, stage
+        self.size, self.mode, self.stage, self.deferred = size, mode, stage, deferred
         self.crop = RandomCrop(size, (0.08, 1.0) if stage == 1 else (0.4, 1.0)) if mode == "paper" else None
+        self.flip_prob = 0.5 if mode == "paper" else 0.0
         self.rand_augment = RandAugment() if mode == "paper" and stage == 1 else None
         self.eraser = RandomErasing(p=0.25) if self.rand_augment else None
 
     def __call__(self, data: bytes, where: str = "") -> torch.Tensor:
         pixels = decode_region(data, self.crop or centre_square, self.size, where)
-        if self.crop is not None and torch.rand(()) < 0.5:
+        if self.deferred:
+            return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+        return self.augment(pixels)
+
+    def augment(self, pixels: np.ndarray) -> torch.Tensor:
+        """The per-sample rest of the pipeline on a (size, size, 3) uint8 crop."""
+        if self.flip_prob and torch.rand(()) < self.flip_prob:
             pixels = pixels[:, ::-1]
         x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255).unsqueeze(0)
         if self.rand_augment is not None:

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from ..checkpoints import save_model
 from ..checkpoints.training import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
-from ..data.builder import build_collator, build_train_dataset
+from ..data.builder import build_collator, build_device_augment, build_train_dataset
 from ..errors import ConfigError, OvsegError
 from ..fileio import atomic_write
 from ..inference.segmenter import check_seg_config
@@ -95,7 +95,8 @@ class TrainingRun:
         t = cfg.train
         self.device = D.init_from_environment(t.device, t.dist_backend, t.dist_timeout_s)
         self._build_model()
-        self.dataset = build_train_dataset(cfg)
+        self.augment = build_device_augment(cfg, self.device, D.rank())  # checks data.augment_device first
+        self.dataset = build_train_dataset(cfg, deferred=self.augment is not None)
         self.loader = self._loader()
         self._build_schedule()
         self.optimizer = build_optimizer(self.model, cfg.train, self.base_lr)
@@ -229,8 +230,14 @@ class TrainingRun:
             self.log({"epoch": epoch, "skipped": self.dataset.skipped()})
 
     def to_device(self, batch: dict) -> dict:
-        """The batch's tensors on this process's device (strings and lists stay)."""
-        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        """The batch's tensors on this process's device (strings and lists stay); uint8 crops augmented
+        there when ``data.augment_device`` defers augmentation from the loader."""
+        batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        if self.augment is not None:
+            for key in ("image", "cross_image"):
+                if key in batch:
+                    batch[key] = self.augment(batch[key], self.state["step"], partner=key == "cross_image")
+        return batch
 
     def step(self, batches: list[dict]) -> dict[str, torch.Tensor]:
         """One optimizer step over ``accumulation_steps`` micro-batches."""
