@@ -84,7 +84,8 @@ def main() -> None:
     te = cfg.model.text_encoder
     cache = args.text_cache and te.fixed
     text = TextFeatures(model, build_tokenizer(te.name, te.tokenizer), te.max_length, cache=cache,
-                        cache_dtype=torch.bfloat16 if cache and cfg.train.text_cache_bf16 else None)
+                        cache_dtype=torch.bfloat16 if cache and cfg.train.text_cache_bf16 else None,
+                        buckets=cfg.train.text_buckets)
     optimizer = build_optimizer(model, cfg.train, 1e-4)
     batch = batch_of(cfg, args.batch, args.image_size, device, args.stage)
     modes = {name: StepPrecision.for_training(name, device) for name in args.precision}

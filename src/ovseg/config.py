@@ -230,6 +230,7 @@ class TrainConfig:
     dist_backend: DistBackend = "auto"  # auto: nccl on CUDA, gloo on CPU
     dist_timeout_s: int = 600  # rendezvous and collective timeout: a missing rank fails after this, no hang
     compile: bool = False  # torch.compile the image and text encoders, heads, entity decoder (BENCHMARKS.md: +5 %)
+    text_buckets: int = 0  # length buckets per text pass (same features to rounding); 0: one pass padded to the longest
 
 
 @dataclass

@@ -33,20 +33,45 @@ def compute_losses(model: OVSegmentor, batch: dict, text: TextFeatures, cfg: Dic
     image = model.encode_image(batch["image"], per_patch=cfg.patch_label_weight > 0)
     # the mask loss first: its Hungarian matching waits for the host while the other losses are queued
     pending = start_cross_image_loss(model, image, batch, text, cfg) if cfg.use_maskloss else None
-    pooled, _, _ = text.encode(batch["caption"])
-    losses = {"contrast": contrastive_loss(image.image_x, model.text_projector(pooled), scale)}
-    if cfg.use_entityloss:
-        _, q_tokens, q_mask = text.encode(batch["question"])
-        _, bridge = model.decode_entity(image.image_feat_before_proj, q_tokens, q_mask)
-        answer, _, _ = text.encode(batch["answer"])
-        losses["entity"] = contrastive_loss(bridge, model.text_projector(answer), scale)
     wanted = cfg.multi_label_weight or cfg.group_entity_weight or cfg.patch_label_weight
-    extra = group_losses(model, image, batch, text, cfg) if wanted else {}
+    entities = step_entities(batch) if wanted else []
+    vocabulary = sorted({e for names in entities for e in names})
+    feats = text.encode_many(text_passes(batch, cfg, vocabulary), pad_outputs=padding_read(model, cfg))
+    losses = {"contrast": contrastive_loss(image.image_x, model.text_projector(feats["caption"][0]), scale)}
+    if cfg.use_entityloss:
+        _, q_tokens, q_mask = feats["question"]
+        _, bridge = model.decode_entity(image.image_feat_before_proj, q_tokens, q_mask)
+        losses["entity"] = contrastive_loss(bridge, model.text_projector(feats["answer"][0]), scale)
+    extra = group_losses(model, image, entities, vocabulary, feats.get("prompt"), cfg) if vocabulary else {}
     if pending is not None:
         losses["mask"] = pending.finish().value
     losses.update(extra)
     losses["total"] = weighted_total(losses, loss_weights(cfg, list(extra)))
     return losses
+
+
+def text_passes(batch: dict, cfg: DictConfig, vocabulary: list[str]) -> dict[str, list[str]]:
+    """The texts a step encodes with gradient, by pass, in the order the passes used to run one by one."""
+    passes = {"caption": batch["caption"]}
+    if cfg.use_entityloss:
+        passes.update(question=batch["question"], answer=batch["answer"])
+    if vocabulary:
+        passes["prompt"] = [cfg.entity_prompt.format(e) for e in vocabulary]
+    return passes
+
+
+def padding_read(model: OVSegmentor, cfg: DictConfig) -> tuple[str, ...]:
+    """Passes whose padding positions' outputs are read: the masked captions when the entity decoder lets
+    padding take part in its self-attention (the original's behaviour, ``mask_padding: false``)."""
+    decoder = getattr(model, "multimodal_groupingblock", None)
+    return ("question",) if cfg.use_entityloss and decoder is not None and not decoder.mask_padding else ()
+
+
+def step_entities(batch: dict) -> list[list[str]]:
+    """Each sample's caption entities; distributed, those of the global batch (every rank's, in rank order)."""
+    if D.is_distributed():
+        return [names for part in D.gather_objects(batch["entities"]) for names in part]
+    return batch["entities"]
 
 
 def loss_weights(cfg: DictConfig, extra: list[str]) -> dict[str, float]:
@@ -78,24 +103,21 @@ class TrainingObjective(nn.Module):
         return compute_losses(self.model, batch, self.text, self.cfg)
 
 
-def group_losses(model: OVSegmentor, image, batch: dict, text: TextFeatures, cfg: DictConfig) -> dict:
-    """ovseg's optional losses on the caption entities' prompts ("a photo of a {entity}.").
+def group_losses(model: OVSegmentor, image, entities: list[list[str]], vocabulary: list[str],
+                 pooled: tuple[torch.Tensor, ...], cfg: DictConfig) -> dict:
+    """ovseg's optional losses on the caption entities' prompts ("a photo of a {entity}."); ``pooled`` is the
+    prompt pass of ``vocabulary`` (pooled features first), ``entities`` those of ``step_entities``.
 
     Distributed, they are computed over the global batch on every rank (features gathered with gradient):
     the gather's backward sums the W ranks' copies and DDP divides by W, so the gradient is the global one.
     """
-    entities, image_x, groups, patches = batch["entities"], image.image_x, image.image_feat, image.patch_feat
+    image_x, groups, patches = image.image_x, image.image_feat, image.patch_feat
     if D.is_distributed():
-        entities = [names for part in D.gather_objects(entities) for names in part]
         image_x = gather_with_grad(image_x)
         by_segment = cfg.group_entity_weight > 0 or cfg.multi_label_pooling == "max"
         groups = gather_with_grad(groups) if by_segment else groups
         patches = gather_with_grad(patches) if patches is not None else None
-    vocabulary = sorted({e for names in entities for e in names})
-    if not vocabulary:
-        return {}
-    pooled, _, _ = text.encode([cfg.entity_prompt.format(e) for e in vocabulary])
-    prompts = model.text_projector(pooled)
+    prompts = model.text_projector(pooled[0])
     present = presence(entities, vocabulary, prompts.device)
     scale, out = model.scale(), {}
     if cfg.multi_label_weight > 0:

@@ -119,7 +119,8 @@ class TrainingRun:
         seed_everything(cfg.seed + D.rank())  # then independent randomness per rank (Gumbel noise, dropout)
         te = cfg.model.text_encoder
         self.text = TextFeatures(self.model, build_tokenizer(te.name, te.tokenizer), te.max_length, cache=te.fixed,
-                                 cache_dtype=torch.bfloat16 if cfg.train.text_cache_bf16 else None)
+                                 cache_dtype=torch.bfloat16 if cfg.train.text_cache_bf16 else None,
+                                 buckets=cfg.train.text_buckets)
         self.objective: nn.Module = TrainingObjective(self.model, self.text, cfg.model)
         if D.is_distributed():
             ids = [self.device.index] if self.device.type == "cuda" else None
