@@ -407,3 +407,22 @@ def test_freeze_backbone_keeps_the_loaded_weights_while_the_grouping_block_train
     assert_backbone_equal(encoder, sd, encoder.pos_embed.detach())  # stem, blocks, norm: as loaded
     for key in ("layers.0.downsample.mlp_inter.fc1.weight", "layers.0.group_token", "pos_embed"):
         assert not torch.equal(encoder.state_dict()[key], before[key]), key  # the original's table trains too
+
+
+def test_the_paper_config_starts_from_a_full_size_dino_vitbase16_file(tmp_path, caplog):
+    """pretrain_stage1.yml given dino_vitbase16_pretrain.pth (the published keys and ViT-B/16 shapes)."""
+    state = dino_state(width=768, blocks=12, grid=14)
+    path = tmp_path / "dino_vitbase16_pretrain.pth"
+    torch.save(state, path)
+    cfg = load_config(preset_path("ovsegmentor/pretrain_stage1"),
+                      [f"model.img_encoder.init_checkpoint={path}", "model.text_encoder.pretrained=false"])
+    caplog.set_level(logging.INFO)
+    model = build_model(cfg, torch.device("cpu"))
+    own = model.img_encoder.state_dict()
+    assert torch.equal(own["layers.0.blocks.0.attn.qkv.weight"], state["blocks.0.attn.qkv.weight"])
+    assert torch.equal(own["layers.1.blocks.0.mlp.fc1.weight"], state["blocks.6.mlp.fc1.weight"])
+    assert torch.equal(own["layers.1.blocks.5.attn.proj.bias"], state["blocks.11.attn.proj.bias"])
+    assert torch.equal(own["pos_embed"], state["pos_embed"][0, 1:])  # (196, 768): the CLS row dropped
+    assert torch.equal(own["patch_embed.proj.weight"], state["patch_embed.proj.weight"])
+    assert torch.equal(own["norm.weight"], state["norm.weight"])
+    assert "backbone init: 149 tensors from dino_vitbase16_pretrain.pth (DINO); unused: cls_token" in caplog.text
