@@ -23,26 +23,23 @@ import numpy as np
 import torch
 
 from ovseg.config import load_config
-from ovseg.data.builder import build_collator, build_device_augment, build_train_dataset
-from ovseg.data.prepare import prepare
+from ovseg.data.builder import build_collator, build_train_dataset
+from ovseg.data.device_augment import DeviceAugment
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_loader import write_shards  # noqa: E402
+from bench_loader import prepared_shards  # noqa: E402
 
 
-def loader(shards: Path, args: argparse.Namespace, device: str):
+def loader(shards: Path, args: argparse.Namespace, deferred: bool):
+    """The stage-1 loader: every augmentation per sample in the loader, or (``deferred``) decode + crop only,
+    with the batched ``DeviceAugment`` a GPU run would apply, here on the CPU."""
     cfg = load_config(
         None,
-        [
-            "data.type=webdataset",
-            f"data.shards={shards}",
-            f"data.image_size={args.image_size}",
-            "model.use_entityloss=true",
-            f"data.augment_device={device}",
-        ],
+        ["data.type=webdataset", f"data.shards={shards}", f"data.image_size={args.image_size}",
+         "model.use_entityloss=true"],
     )
-    augment = build_device_augment(cfg, torch.device("cpu"))
-    dataset = build_train_dataset(cfg, deferred=augment is not None)
+    augment = DeviceAugment(cfg.data.augment, 1, torch.device("cpu"), seed=cfg.seed) if deferred else None
+    dataset = build_train_dataset(cfg, deferred=deferred)
     batches = torch.utils.data.DataLoader(
         dataset, batch_size=args.batch, num_workers=0, collate_fn=build_collator(cfg, 0), drop_last=True
     )
@@ -74,8 +71,8 @@ def timed(stream, count: int, augment=None) -> tuple[float, float, int]:
 
 def measure(shards: Path, args: argparse.Namespace) -> dict:
     torch.set_num_threads(1)
-    full_ds, full_loader, _ = loader(shards, args, "cpu")
-    crop_ds, crop_loader, augment = loader(shards, args, "auto")
+    full_ds, full_loader, _ = loader(shards, args, deferred=False)
+    crop_ds, crop_loader, augment = loader(shards, args, deferred=True)
     full, crop = endless(full_ds, full_loader), endless(crop_ds, crop_loader)
     count = max(1, args.samples // args.batch)
     timed(full, 1), timed(crop, 1, augment)  # warm-up
@@ -114,10 +111,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=224)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "raw").mkdir()
-        write_shards(Path(tmp) / "raw", args.write, per_shard=256)
-        prepare(str(Path(tmp) / "raw"), Path(tmp) / "prepared", workers=1, progress=False)
-        print(json.dumps(measure(Path(tmp) / "prepared", args)))
+        print(json.dumps(measure(prepared_shards(Path(tmp), args.write), args)))
 
 
 if __name__ == "__main__":

@@ -66,6 +66,14 @@ def write_shards(folder: Path, samples: int, per_shard: int) -> None:
                            "txt": CAPTIONS[i % len(CAPTIONS)].encode()})
 
 
+def prepared_shards(folder: Path, samples: int) -> Path:
+    """``samples`` 256-px photos with captions as shards under ``folder``, then ``ovseg prepare``d."""
+    (folder / "raw").mkdir()
+    write_shards(folder / "raw", samples, per_shard=256)
+    prepare(str(folder / "raw"), folder / "prepared", workers=1, progress=False)
+    return folder / "prepared"
+
+
 def measure(shards: Path, args: argparse.Namespace) -> dict:
     cfg = load_config(None, ["data.type=webdataset", f"data.shards={shards}", f"data.image_size={args.image_size}",
                              "model.use_entityloss=true", f"data.augment={args.augment}"])
@@ -105,10 +113,7 @@ def main() -> None:
         print(json.dumps(measure(Path(args.shards), args)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "raw").mkdir()
-        write_shards(Path(tmp) / "raw", args.write, per_shard=256)
-        prepare(str(Path(tmp) / "raw"), Path(tmp) / "prepared", workers=1, progress=False)
-        print(json.dumps(measure(Path(tmp) / "prepared", args)))
+        print(json.dumps(measure(prepared_shards(Path(tmp), args.write), args)))
 
 
 if __name__ == "__main__":
