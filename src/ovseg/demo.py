@@ -14,7 +14,6 @@ No printing here: results are returned (and failures logged at debug level); the
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import OvsegError
-from .fileio import atomic_write
+from .fileio import atomic_write, atomic_write_json
 from .inference import Prediction, Segmenter
 from .inference.class_names import display_name, parse_class_names
 from .label_stats import pixel_shares
@@ -177,9 +176,7 @@ def write_run_info(output_folder: str | Path, options: DemoOptions, extra: dict 
     info = {"classes": classes, "vocabulary": list(options.class_names),
             "background": options.bg_thresh is not None, "palette": class_palette(len(classes)).tolist(),
             "settings": asdict(options) | (extra or {})}
-    path = Path(output_folder) / "mask" / "classes.json"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n"))
-    return path
+    return atomic_write_json(Path(output_folder) / "mask" / "classes.json", info)
 
 
 def _save(image: Image.Image, path: Path) -> Path:

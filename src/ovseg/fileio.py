@@ -6,11 +6,13 @@ default ACL), so outputs keep the permissions the user chose; tempfile.mkstemp w
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -29,6 +31,13 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)
+
+
+def atomic_write_json(path: str | Path, value: Any) -> Path:
+    """``value`` as indented JSON text (UTF-8, ending with a newline), written by ``atomic_write``."""
+    text = json.dumps(value, indent=2) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return Path(path)
 
 
 def _create_temporary(path: Path) -> Path:

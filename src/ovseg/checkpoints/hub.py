@@ -11,7 +11,6 @@ never code); nothing else here touches the network. ``OVSegmentor.from_pretraine
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from omegaconf import DictConfig
 
 from ..config import merge_checked, schema, to_container
 from ..errors import CheckpointError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, atomic_write_json
 from ..model import OVSegmentor
 from ..model.ovsegmentor import HubIO
 from .files import read_shapes, read_weights, save_weights
@@ -104,7 +103,7 @@ def save_pretrained(model: OVSegmentor, folder: str | Path, preset: str | None =
     folder = Path(folder)
     config = resolved_config(model.cfg)
     save_weights(model.state_dict(), config, folder / WEIGHTS_NAME)
-    _write_text(folder / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    atomic_write_json(folder / CONFIG_NAME, config)
     card = model_card(model, preset, trained_on, evaluation, repo_id or folder.name, repo_id or str(folder))
     _write_text(folder / CARD_NAME, card)
     return folder

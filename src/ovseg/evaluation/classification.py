@@ -12,7 +12,6 @@ ranked by cosine.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..config import to_container
 from ..errors import OvsegError
-from ..fileio import atomic_write
+from ..fileio import atomic_write_json
 from ..images import normalize_0_255
 from ..inference.class_names import embed_class_names
 from ..model import OVSegmentor
@@ -60,10 +59,7 @@ class ClassificationResult:
 
     def write(self, output_dir: str | Path) -> Path:
         """``output_dir/results.json``, written atomically."""
-        path = Path(output_dir) / "results.json"
-        text = json.dumps(self.to_dict(), indent=2)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
-        return path
+        return atomic_write_json(Path(output_dir) / "results.json", self.to_dict())
 
     def summary(self) -> str:
         return (f"{self.settings.get('data_root', 'classification')}: top-1 {self.top1:.2f}  top-5 {self.top5:.2f}  "

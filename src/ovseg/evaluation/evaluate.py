@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 from ..config import apply_opts, load_config, schema, to_container
 from ..errors import OvsegError
 from ..factory import preset_path
-from ..fileio import atomic_write
+from ..fileio import atomic_write_json
 from ..inference.segmenter import Segmenter
 from .datasets import Sample, SegDataset, find_samples, first_item
 from .metrics import ConfusionMatrix
@@ -80,10 +79,7 @@ class EvalResult:
 
     def write(self, output_dir: str | Path) -> Path:
         """``output_dir/results.json``, written atomically."""
-        path = Path(output_dir) / "results.json"
-        text = json.dumps(self.to_dict(), indent=2)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
-        return path
+        return atomic_write_json(Path(output_dir) / "results.json", self.to_dict())
 
     def table(self) -> str:
         """Per-class IoU/Acc table plus the summary line."""

@@ -8,7 +8,6 @@ images (photo | ground truth | prediction) for a look by eye.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from PIL import Image
 
 from ..errors import OvsegError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, atomic_write_json
 from ..label_stats import pixel_shares
 from ..viz.legend import add_legend
 from ..viz.overlay import overlay_labels, side_by_side
@@ -60,8 +59,7 @@ class PredictionWriter:
     def start(self) -> None:
         """Write ``classes.json`` (before any prediction: an interrupted run's files are still described)."""
         if "predictions" in self.folders:
-            text = json.dumps(classes_record(self.eval_set, self.palette), indent=2) + "\n"
-            atomic_write(self.folders["predictions"] / "classes.json", lambda tmp: Path(tmp).write_text(text))
+            atomic_write_json(self.folders["predictions"] / "classes.json", classes_record(self.eval_set, self.palette))
 
     def __call__(self, sample: Sample, labels: torch.Tensor) -> None:
         pred = labels.cpu().numpy()

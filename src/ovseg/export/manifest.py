@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from ..checkpoints.trust import refuse_interpolations
 from ..config import merge_checked, schema, to_container
 from ..errors import CheckpointError, OvsegError
-from ..fileio import atomic_write
+from ..fileio import atomic_write_json
 from ..images import MEAN, STD
 from ..model.text import BUILTIN_TEXT_ENCODERS
 
@@ -71,8 +71,7 @@ class Manifest:
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:
-    text = json.dumps(manifest.to_json(), indent=2)
-    atomic_write(folder / MANIFEST, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+    atomic_write_json(folder / MANIFEST, manifest.to_json())
 
 
 def read_manifest(folder: str | Path, trust_tokenizer: bool = False) -> Manifest:
