@@ -20,14 +20,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from ..config import merge_checked, schema, to_container
 from ..errors import CheckpointError
 from ..fileio import atomic_write, atomic_write_json
 from ..model import OVSegmentor
 from ..model.ovsegmentor import HubIO
-from .files import read_shapes, read_weights, save_weights
-from .loading import _build_checked, _full_config, _load, load_model
-from .trust import model_config_from_file, parse_stored_config
+from .files import save_weights
+from .loading import load_model, load_ovseg_weights, resolved_config
+from .trust import parse_stored_config
 
 WEIGHTS_NAME, CONFIG_NAME, CARD_NAME = "model.safetensors", "config.json", "README.md"
 MAX_CONFIG_BYTES = 1_000_000  # ovseg's resolved config is ~5 kB; a larger file is not one
@@ -62,11 +61,7 @@ def load_folder(folder: Path, device: str | torch.device = "cpu", training: bool
                               f"and {CONFIG_NAME})")
     if not config_file.is_file():
         return load_model(weights, device=device, training=training, opts=opts)
-    model_values = model_config_from_file(read_config_json(config_file), str(config_file))
-    cfg = _full_config(model_values, str(config_file), training, opts)
-    probe = _build_checked(cfg, read_shapes(weights), str(weights))
-    state_dict, _ = read_weights(weights)
-    return _load(probe, cfg.model, state_dict, str(weights), device, training), cfg
+    return load_ovseg_weights(weights, read_config_json(config_file), str(config_file), device, training, opts)
 
 
 def read_config_json(path: Path) -> Any:
@@ -122,11 +117,6 @@ def push_to_hub(model: OVSegmentor, repo_id: str, private: bool | None = None, t
         repo = api.create_repo(repo_id, private=private, exist_ok=True)
         return api.upload_folder(repo_id=repo.repo_id, folder_path=tmp, revision=revision,
                                  commit_message=commit_message)
-
-
-def resolved_config(model_cfg: DictConfig) -> dict:
-    """The full config (schema defaults + this model section) as plain data, as ``save_model`` stores it."""
-    return to_container(merge_checked(schema(), {"model": model_cfg}, "model config"))
 
 
 def model_card(model: OVSegmentor, preset: str | None, trained_on: str | None,

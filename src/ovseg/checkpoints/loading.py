@@ -55,11 +55,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", training: b
         meta = read_header(path)
         stored = parse_stored_config(meta.get("config"), source)
         if meta.get("format") == OVSEG_FORMAT:
-            model_values = model_config_from_file(stored, source)
-            cfg = _full_config(model_values, source, training, opts)
-            probe = _build_checked(cfg, read_shapes(path), source)
-            state_dict, _ = read_weights(path)
-            return _load(probe, cfg.model, state_dict, source, device, training), cfg
+            return load_ovseg_weights(path, stored, source, device, training, opts)
         state_dict, _ = read_weights(path)
         official_cfg = stored
     else:
@@ -71,6 +67,18 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", training: b
     model_values = model_config_from_file({"model": model_values}, source)
     cfg = _full_config(model_values, source, training, opts)
     return _load(_build_checked(cfg, {}, source), cfg.model, state_dict, source, device, training), cfg
+
+
+def load_ovseg_weights(path: str | Path, stored_config: Any, config_source: str, device: str | torch.device = "cpu",
+                       training: bool = False, opts: list[str] | None = None) -> tuple[OVSegmentor, DictConfig]:
+    """(model, config) from ovseg's safetensors ``path`` under ``stored_config`` (untrusted: the header's own,
+    or a Hub folder's ``config.json`` named by ``config_source``): the config checked, the model built on the
+    meta device and compared with the file's shapes, then allocated and loaded."""
+    model_values = model_config_from_file(stored_config, config_source)
+    cfg = _full_config(model_values, config_source, training, opts)
+    probe = _build_checked(cfg, read_shapes(path), str(path))
+    state_dict, _ = read_weights(path)
+    return _load(probe, cfg.model, state_dict, str(path), device, training), cfg
 
 
 def model_config_from_official(ckpt_config: dict | None, state_dict: dict[str, torch.Tensor],
@@ -140,6 +148,9 @@ def _load(probe: OVSegmentor, model_cfg: DictConfig, state_dict: dict[str, torch
 
 def save_model(model: OVSegmentor, cfg: DictConfig, path: str | Path, extra: dict[str, str] | None = None) -> None:
     """Write ``model`` in ovseg's format (safetensors + resolved config), atomically."""
-    full = schema()
-    full = merge_checked(full, cfg if "model" in cfg else {"model": cfg}, "config")
-    save_weights(model.state_dict(), to_container(full), path, extra)
+    save_weights(model.state_dict(), resolved_config(cfg), path, extra)
+
+
+def resolved_config(cfg: DictConfig) -> dict:
+    """A full config, or a ``model`` section on schema defaults, as the plain data a file stores."""
+    return to_container(merge_checked(schema(), cfg if "model" in cfg else {"model": cfg}, "config"))
