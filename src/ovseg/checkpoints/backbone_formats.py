@@ -12,7 +12,6 @@ code (OpenAI's TorchScript ``ViT-B-16.pt`` is refused with the one-line way to g
 from __future__ import annotations
 
 import json
-import pickle
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import torch
 
 from ..errors import CheckpointError
 from .files import read_weights, sniff_format
+from .official import torch_load_data
 
 # the tensors of a plain ViT block, in DINO's (and timm's) names
 BLOCK_PARTS = ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
@@ -128,17 +128,7 @@ def read_tensor_file(path: Path) -> dict[str, Any]:
             "python -c \"import clip, torch; m, _ = clip.load('ViT-B/16', 'cpu', jit=False); "
             "torch.save(m.visual.state_dict(), 'clip_vitb16_visual.pth')\""
         )
-    try:
-        with torch.serialization.safe_globals([(_Namespace, "argparse.Namespace")]):
-            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL (\S+)", str(e))
-        raise CheckpointError(
-            f"{path}: refused: unpickling it would need arbitrary code "
-            f"({found.group(1) if found else 'unsupported object'})"
-        ) from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt torch file ({str(e).splitlines()[0][:200]})") from e
+    raw = torch_load_data(path, [(_Namespace, "argparse.Namespace")], mmap=zipped)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: expected a state dict, got {type(raw).__name__}")
     return raw

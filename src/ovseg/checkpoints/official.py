@@ -94,20 +94,28 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def read_official(path: str | Path) -> dict[str, Any]:
-    """The official checkpoint dict with ``config`` as plain data; refuses anything needing code."""
-    require_file(path)
+def torch_load_data(path: str | Path, allowed: list, noun: str = "file", accepted: str = "",
+                    mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` with only ``allowed`` extra globals (inert stand-ins): a pickle that
+    needs code is refused, a broken file is one line naming it (``noun``: what the file is called there;
+    ``accepted``: what the refusal adds about what is accepted)."""
     try:
-        with torch.serialization.safe_globals(_STUBS + _numpy_globals() + _PLAIN_GLOBALS):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)", str(e))
         reason = found.group(1) if found else ""
-        raise CheckpointError(
-            f"{path}: refused: unpickling it would need arbitrary code ({reason or 'unsupported object'}); "
-            "only tensors, plain containers and OmegaConf configs are accepted") from e
+        raise CheckpointError(f"{path}: refused: unpickling it would need arbitrary code "
+                              f"({reason or 'unsupported object'}){accepted}") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt torch checkpoint ({str(e).splitlines()[0]})") from e
+        raise CheckpointError(f"{path}: truncated or corrupt torch {noun} ({str(e).splitlines()[0][:200]})") from e
+
+
+def read_official(path: str | Path) -> dict[str, Any]:
+    """The official checkpoint dict with ``config`` as plain data; refuses anything needing code."""
+    require_file(path)
+    ckpt = torch_load_data(path, _STUBS + _numpy_globals() + _PLAIN_GLOBALS, "checkpoint",
+                           "; only tensors, plain containers and OmegaConf configs are accepted")
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict with a 'model' entry, got {type(ckpt).__name__}")
     if "config" in ckpt:
