@@ -54,6 +54,7 @@ def test_hand_computed_voc_miou_and_results_json(tmp_path):
     assert list(saved["per_class_iou"])[:2] == ["background", "aeroplane"] and len(saved["per_class_iou"]) == 21
     assert saved["settings"]["seg"]["bg_thresh"] == 0.95 and saved["settings"]["seg"]["stride"] == 224
     assert saved["settings"]["data_root"] == str(root)
+    assert saved["settings"]["precision"] == "auto (fp32 through oneDNN)"  # what the default ran as here
     assert "monitor" in result.table() and "mIoU 29.17" in result.summary()
 
 

@@ -7,7 +7,12 @@ import torch
 
 import ovseg
 from ovseg.errors import ConfigError
-from ovseg.inference.precision import inference_precision
+from ovseg.inference import precision as precision_module
+from ovseg.inference.precision import describe_precision, inference_precision, resolve_precision
+from ovseg.model.layers import onednn_linears
+
+CPU = torch.device("cpu")
+native_bf16 = pytest.mark.skipif(precision_module.cpu_bf16_kind() is None, reason="this CPU has no native bf16")
 
 
 def _labels(checkpoint, photo, precision: str) -> torch.Tensor:
@@ -17,6 +22,7 @@ def _labels(checkpoint, photo, precision: str) -> torch.Tensor:
     return seg.predict(photo, ["person", "rocket", "flag", "sky"], bg_thresh=0.0).labels
 
 
+@native_bf16
 def test_bf16_matmul_labels_agree_with_fp32(tiny_checkpoint, photos):
     ref = _labels(tiny_checkpoint, photos["astronaut"], "fp32")
     fast = _labels(tiny_checkpoint, photos["astronaut"], "bf16-matmul")
@@ -57,3 +63,48 @@ def test_fast_window_post_processing_equals_the_plain_formulas():
     logits, counted = average_window_logits(enc, tables)
     assert torch.equal(logits, (plain / count).permute(2, 0, 1))
     assert torch.equal(counted, count[..., 0].int())
+
+
+def test_auto_on_a_cpu_is_fp32_through_onednn_with_fp32_labels(tiny_checkpoint, photos):
+    """The default runs the ViT's linears as fused oneDNN products: other summation order, same labels."""
+    assert resolve_precision("auto", CPU) == "fp32-onednn"
+    assert describe_precision("auto", CPU) == "auto (fp32 through oneDNN)"
+    assert ovseg.load_config().evaluate.seg.precision == "auto"
+    for name in ("astronaut", "coffee"):  # random weights: one near-tied pixel of 262 144 may flip
+        auto, ref = _labels(tiny_checkpoint, photos[name], "auto"), _labels(tiny_checkpoint, photos[name], "fp32")
+        assert (auto == ref).float().mean() >= 0.9999
+
+
+def test_onednn_linears_equal_the_modules_and_stay_out_of_training():
+    torch.manual_seed(0)
+    model = ovseg.create_model("tiny").eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = model.encode_image(images)
+        with onednn_linears():
+            fused = model.encode_image(images)
+    assert torch.allclose(fused.image_feat, plain.image_feat, atol=1e-5)
+    assert not torch.equal(fused.image_feat, plain.image_feat) or not torch.backends.mkldnn.is_available()
+    with onednn_linears():  # under autograd the modules run as usual: gradients flow, bit-identical
+        trained = model.encode_image(images)
+    trained.image_feat.sum().backward()
+    assert torch.equal(trained.image_feat.detach(), plain.image_feat)
+
+
+def test_auto_uses_bf16_only_where_its_recorded_agreement_reaches_the_bar(monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_bf16_kind", lambda: "amx")
+    monkeypatch.setitem(precision_module.BF16_AGREEMENT, "amx", 0.9986)
+    assert resolve_precision("auto", CPU) == "fp32-onednn"
+    monkeypatch.setitem(precision_module.BF16_AGREEMENT, "amx", 0.9995)
+    assert resolve_precision("auto", CPU) == "bf16-matmul"
+    assert resolve_precision("auto", torch.device("cuda")) == "fp32"
+    assert resolve_precision("fp32", CPU) == "fp32"
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_bf16_kind", lambda: None)
+    for choice in ("bf16-matmul", "bf16"):
+        with pytest.raises(ConfigError, match=f"precision={choice}: this CPU has no native bf16") as err:
+            resolve_precision(choice, CPU)
+        assert "\n" not in str(err.value)
+    assert resolve_precision("auto", CPU) == "fp32-onednn"

@@ -26,7 +26,7 @@ MultiLabelPooling = Literal["mean", "max"]  # mean: the pooled embedding (GroupV
 Templates = Literal["simple", "subset", "full", "identity"]  # 1, 7 or 80 prompt templates, or the bare name
 WindowMode = Literal["slide", "whole"]
 Background = Literal["threshold", "learned"]  # threshold (the original) | learned (needs model.learned_background)
-InferencePrecision = Literal["fp32", "bf16-matmul", "bf16"]
+InferencePrecision = Literal["auto", "fp32", "bf16-matmul", "bf16"]
 Refinement = Literal["none", "pamr", "pamr-local"]  # none (the original) | pamr: TCL's PAMR | pamr-local: ovseg's
 Scoring = Literal["groups", "patches"]  # groups (the original) | patches: every patch as a one-patch segment
 DataType = Literal["scenes", "webdataset", "csv", "folder"]  # scenes: embedded, no files; else caption corpora
@@ -134,7 +134,7 @@ class SegConfig:
     max_long_side: int = 2048
     batch_crops: int = 8
     background: Background = "threshold"
-    precision: InferencePrecision = "fp32"  # fp32 (exact) | bf16-matmul (bf16 products, fp32 elsewhere) | bf16
+    precision: InferencePrecision = "auto"  # auto: fastest, fp32's labels | fp32: the reference | bf16-matmul, bf16
     refine: Refinement = "none"
     refine_iterations: int = 10
     refine_temperature: float | None = None  # t in exp(-|colour difference| / (t x std)); None: pamr 0.1, -local 0.3

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import get_args
 
-from ..config import Refinement
+from ..config import InferencePrecision, Refinement
 from ..errors import OvsegError
 from .common import resolve_device
 
@@ -50,8 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "[d, 0], e.g. the quickstart's; default groups, the paper's)")
     p.add_argument("--flip", action="store_true",
                    help="also segment every window mirrored left-right and average (flip test-time augmentation)")
-    p.add_argument("--precision", choices=("fp32", "bf16-matmul", "bf16"),
-                   help="image-encoder precision (default fp32, exact; bf16-matmul: faster, BENCHMARKS.md)")
+    p.add_argument("--precision", choices=get_args(InferencePrecision),
+                   help="image-encoder precision (default auto: the fastest path whose labels equal fp32's on "
+                   "BENCHMARKS.md's photos; fp32: the original's arithmetic; bf16-matmul, bf16: faster, inexact)")
     p.add_argument("--recursive", action="store_true", help="also segment the images of sub-folders")
     p.add_argument("--opts", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides (may be given more than once)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import get_args
 
-from ..config import Refinement
+from ..config import InferencePrecision, Refinement
 from ..errors import OvsegError
 from .common import resolve_device
 
@@ -42,8 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "[d, 0], e.g. the quickstart's; default groups, the paper's)")
     p.add_argument("--flip", action="store_true",
                    help="also segment every window mirrored left-right and average (flip test-time augmentation)")
-    p.add_argument("--precision", choices=("fp32", "bf16-matmul", "bf16"),
-                   help="image-encoder precision (default fp32, exact; bf16-matmul: faster, BENCHMARKS.md)")
+    p.add_argument("--precision", choices=get_args(InferencePrecision),
+                   help="image-encoder precision (default auto: the fastest path whose labels equal fp32's on "
+                   "BENCHMARKS.md's photos; fp32: the original's arithmetic; bf16-matmul, bf16: faster, inexact)")
     p.add_argument("--batch-crops", type=int, help="windows per forward pass, across images (default 8)")
     p.add_argument("--workers", type=int, help="image-loading processes (default: up to 4)")
     p.add_argument("--invalid-labels", choices=("mmseg", "ignore", "error"), default="mmseg",

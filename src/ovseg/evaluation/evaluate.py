@@ -24,6 +24,7 @@ from ..config import apply_opts, load_config, schema, to_container
 from ..errors import OvsegError
 from ..factory import preset_path
 from ..fileio import atomic_write_json
+from ..inference.precision import describe_precision
 from ..inference.segmenter import Segmenter
 from .datasets import Sample, SegDataset, find_samples, first_item
 from .metrics import ConfusionMatrix
@@ -161,6 +162,7 @@ def evaluate(segmenter: Segmenter | None = None, dataset: str | None = None, dat
     matrix, bad = _run(data, predictor, device, cfg.batch_crops, invalid, num_workers, progress, writer)
     result = _result(eval_set, matrix, bad, len(paths), time.perf_counter() - start, invalid,
                      {"data_root": str(root), "limit": limit, "device": str(device), **_versions(),
+                      "precision": describe_precision(cfg.precision, device),
                       **(extra_settings or {}), "seg": to_container(cfg)})
     _report_invalid(eval_set, bad, invalid)
     if output_dir is not None:

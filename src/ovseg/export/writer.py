@@ -165,7 +165,7 @@ def _harness(model: OVSegmentor, seg_cfg: DictConfig, crop_size: int | None) -> 
         if crop_size < 2 * patch:
             raise OvsegError(f"--crop-size {crop_size}: at least two patches ({2 * patch} pixels) per window")
         seg.crop_size = crop_size
-    if seg_cfg.precision != "fp32":
+    if seg_cfg.precision not in ("fp32", "auto"):
         log.info("the export computes in fp32 (evaluate.seg.precision=%s applies to PyTorch only)", seg_cfg.precision)
     check_exportable(model, seg)
     return seg

@@ -3,13 +3,49 @@
 Key names (``qkv``, ``q_proj``, ``norm_post``, ``mlp.fc1`` ...) follow GroupViT/OVSegmentor so that official
 state dicts map onto these modules without renaming. Attention runs through
 ``F.scaled_dot_product_attention`` (fused kernels on GPU, one call on CPU).
+
+Inside ``onednn_linears()`` (CPU inference, ``evaluate.seg.precision=auto``), the linear layers of ``Mlp`` and
+``Attention`` run as oneDNN inner products with the bias (and ``fc1``'s GELU) fused in: fp32 arithmetic in
+another summation order, which on CPUs where MKL's sgemm takes a slow path (AMD) is ~1.5x faster.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+_ONEDNN = contextvars.ContextVar("ovseg_onednn_linears", default=False)
+
+
+@contextlib.contextmanager
+def onednn_linears(enabled: bool = True):
+    """Run the enclosed fp32 CPU forward passes' ``Mlp``/``Attention`` linears through oneDNN (see the module
+    docstring). Without effect under autograd, on other devices or dtypes, or while exporting/compiling; a
+    context variable, so other threads (a web server's requests) keep their own setting."""
+    available = hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
+    token = _ONEDNN.set(enabled and available)
+    try:
+        yield
+    finally:
+        _ONEDNN.reset(token)
+
+
+def _onednn_applies(x: torch.Tensor) -> bool:
+    return (_ONEDNN.get() and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling())
+
+
+def apply_linear(layer: nn.Linear, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+    """``layer(x)`` (then exact GELU when ``gelu``), fused in one oneDNN call inside ``onednn_linears``."""
+    if _onednn_applies(x):
+        attr, algorithm = ("gelu", "none") if gelu else ("none", "")
+        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, attr, [], algorithm)
+    y = layer(x)
+    return F.gelu(y) if gelu else y
 
 
 class Mlp(nn.Module):
@@ -24,6 +60,8 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _onednn_applies(x) and not self.training and self.act.approximate == "none":
+            return apply_linear(self.fc2, apply_linear(self.fc1, x, gelu=True))
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
@@ -74,13 +112,14 @@ class Attention(nn.Module):
         (B, heads, N, S), boolean (True = attend) or additive."""
         b, n, c = query.shape
         if self.fused:
-            q, k, v = self.qkv(query).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+            qkv = apply_linear(self.qkv, query).view(b, n, 3, self.num_heads, c // self.num_heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)
         else:
             key = query if key is None else key
             q, k, v = self._heads(self.q_proj(query)), self._heads(self.k_proj(key)), self._heads(self.v_proj(key))
         drop = self.attn_drop if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
+        return self.proj_drop(apply_linear(self.proj, out.transpose(1, 2).reshape(b, n, c)))
 
 
 class AttnBlock(nn.Module):

@@ -83,6 +83,7 @@ def segmenter_config(config: dict, resized_entry: dict) -> DictConfig:
     """``evaluate.seg`` for the folder: its windows and top-k, and the photo's keep-ratio scale
     (``keep_ratio_scale`` (long, short) of its ``resized_uint8`` entry; else ovseg's default, the original's)."""
     cfg, seg = schema().evaluate.seg, config.get("seg", {})
+    cfg.precision = "fp32"  # the reference arithmetic, whatever the default
     test_cfg = seg.get("test_cfg", {})
     cfg.mode = test_cfg.get("mode", cfg.mode)
     cfg.crop_size = int(test_cfg.get("crop_size", [cfg.crop_size])[0])
