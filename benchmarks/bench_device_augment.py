@@ -3,7 +3,7 @@ workers' decode + crop only (``auto``/``cuda``: the rest runs batched on the tra
 of that batched augmentation per batch on the CPU.
 
 Both loaders read the same 256-px JPEG shards (``bench_loader``'s) in the main process with one torch
-thread (as one DataLoader worker runs), alternating in rounds; CPU time is the process's
+thread (as one DataLoader worker runs), alternating batch by batch; CPU time is the process's
 (``time.process_time``), not wall time, so a loaded machine does not distort it. Prints one JSON line.
 
     python benchmarks/bench_device_augment.py --rounds 3 --samples 512
@@ -35,8 +35,12 @@ def loader(shards: Path, args: argparse.Namespace, deferred: bool):
     with the batched ``DeviceAugment`` a GPU run would apply, here on the CPU."""
     cfg = load_config(
         None,
-        ["data.type=webdataset", f"data.shards={shards}", f"data.image_size={args.image_size}",
-         "model.use_entityloss=true"],
+        [
+            "data.type=webdataset",
+            f"data.shards={shards}",
+            f"data.image_size={args.image_size}",
+            "model.use_entityloss=true",
+        ],
     )
     augment = DeviceAugment(cfg.data.augment, 1, torch.device("cpu"), seed=cfg.seed) if deferred else None
     dataset = build_train_dataset(cfg, deferred=deferred)
@@ -54,19 +58,14 @@ def endless(dataset, batches):
         epoch += 1
 
 
-def timed(stream, count: int, augment=None) -> tuple[float, float, int]:
-    """(loader CPU s, batched-augmentation CPU s, samples) for ``count`` batches."""
-    load = aug = 0.0
-    samples = 0
-    for step in range(count):
-        t0 = time.process_time()
-        batch = next(stream)
-        t1 = time.process_time()
-        if augment is not None:
-            out = augment(batch["image"], step)
-            assert out.dtype == torch.float32
-        load, aug, samples = load + t1 - t0, aug + time.process_time() - t1, samples + len(batch["image"])
-    return load, aug, samples
+def timed(stream, augment=None, step: int = 0) -> np.ndarray:
+    """[loader CPU s, batched-augmentation CPU s, samples] for the next batch."""
+    t0 = time.process_time()
+    batch = next(stream)
+    t1 = time.process_time()
+    if augment is not None:
+        assert augment(batch["image"], step).dtype == torch.float32
+    return np.array([t1 - t0, time.process_time() - t1, len(batch["image"])])
 
 
 def measure(shards: Path, args: argparse.Namespace) -> dict:
@@ -75,15 +74,17 @@ def measure(shards: Path, args: argparse.Namespace) -> dict:
     crop_ds, crop_loader, augment = loader(shards, args, deferred=True)
     full, crop = endless(full_ds, full_loader), endless(crop_ds, crop_loader)
     count = max(1, args.samples // args.batch)
-    timed(full, 1), timed(crop, 1, augment)  # warm-up
+    timed(full), timed(crop, augment)  # warm-up
     per_sample = {"cpu": [], "crop_only": []}
     aug_per_batch = []
-    for _ in range(args.rounds):
-        load, _, n = timed(full, count)
-        per_sample["cpu"].append(load / n)
-        load, aug, n = timed(crop, count, augment)
-        per_sample["crop_only"].append(load / n)
-        aug_per_batch.append(aug / count)
+    for r in range(args.rounds):
+        totals = np.zeros((2, 3))
+        for step in range(count):  # batch by batch: both loaders see the other jobs' load alike
+            totals[0] += timed(full)
+            totals[1] += timed(crop, augment, r * count + step)
+        per_sample["cpu"].append(totals[0, 0] / totals[0, 2])
+        per_sample["crop_only"].append(totals[1, 0] / totals[1, 2])
+        aug_per_batch.append(totals[1, 1] / count)
     cpu, crop_only = np.median(per_sample["cpu"]), np.median(per_sample["crop_only"])
     return {
         "loader_cpu_ms_per_sample": {
@@ -94,6 +95,7 @@ def measure(shards: Path, args: argparse.Namespace) -> dict:
         "batched_augment_cpu_ms_per_batch": round(1e3 * float(np.median(aug_per_batch)), 1),
         "batched_augment_cpu_ms_per_sample": round(1e3 * float(np.median(aug_per_batch)) / args.batch, 3),
         "rounds": {k: [round(1e3 * v, 3) for v in vs] for k, vs in per_sample.items()},
+        "ratio_per_round": [round(c / k, 2) for c, k in zip(per_sample["cpu"], per_sample["crop_only"], strict=True)],
         "batch": args.batch,
         "image_size": args.image_size,
         "samples_per_round": count * args.batch,

@@ -57,6 +57,11 @@ def batch_of(crops: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
 
 
+def collated(crops: np.ndarray) -> torch.Tensor:
+    """(B, S, S, 3) uint8: the workers' deferred crops as the collator stacks them."""
+    return torch.from_numpy(crops)
+
+
 def forced(name: str) -> RandAugment:
     return RandAugment(num_ops=1, std=0.0, prob=1.0, ops=[name])
 
@@ -71,7 +76,7 @@ def test_a_forced_op_gives_the_per_sample_result_on_the_batch(crops, name, monke
     transform.flip_prob, transform.eraser, transform.rand_augment = 0.0, None, forced(name)
     device = DeviceAugment("paper", 1, torch.device("cpu"), seed=3)
     device.flip_prob, device.erase_prob, device.rand_augment = 0.0, 0.0, forced(name)
-    batched = device(batch_of(crops), step=0)
+    batched = device(collated(crops), step=0)
     candidates = []
     for sign in (1.0, -1.0):  # the symmetric ops' direction is drawn per sample: try both
         monkeypatch.setattr(augment, "_signed", lambda level, g=None, s=sign: level * s)
@@ -112,7 +117,7 @@ def test_the_random_policy_draws_ops_and_magnitudes_alike(crops, monkeypatch):
     device = DeviceAugment("paper", 1, torch.device("cpu"), seed=0)
     device.erase_prob = 0.0
     for step in range(reps // 8):
-        device(batch_of(np.concatenate([crops] * 8)), step)
+        device(collated(np.concatenate([crops] * 8)), step)
     n = 2 * reps * len(crops)  # op draws per path
     for name in RAND_OPS:
         a, b = len(cpu[name]), len(levels[name])
@@ -163,7 +168,7 @@ def test_erasing_draws_the_same_probability_and_box_sizes(crops):
 
 
 def test_a_seed_and_step_fix_the_batch(crops):
-    images = batch_of(crops)
+    images = collated(crops)
     first = DeviceAugment("paper", 1, torch.device("cpu"), seed=7)
     again = DeviceAugment("paper", 1, torch.device("cpu"), seed=7)
     a = [first(images, 0), first(images, 0, partner=True), first(images, 1)]
@@ -172,7 +177,7 @@ def test_a_seed_and_step_fix_the_batch(crops):
     assert not torch.equal(a[0], a[2])  # the next step draws anew
     assert not torch.equal(DeviceAugment("paper", 1, torch.device("cpu"), seed=7, rank=1)(images, 0), a[0])
     # partners (stage 2) are only flipped and normalised
-    plain = normalize_0_1(images.float() / 255)
+    plain = normalize_0_1(batch_of(crops).float() / 255)
     assert all(torch.allclose(p, plain[i]) or torch.allclose(p, plain[i].flip(-1)) for i, p in enumerate(a[1]))
 
 
@@ -181,7 +186,7 @@ def test_deferred_items_are_the_uint8_crop(crops):
     Image.fromarray(crops[0]).save(buf, "PNG")
     deferred = TrainTransform(32, "none", deferred=True)(buf.getvalue())
     full = TrainTransform(32, "none")(buf.getvalue())
-    assert deferred.dtype == torch.uint8 and deferred.shape == (3, 32, 32)
+    assert deferred.dtype == torch.uint8 and deferred.shape == (32, 32, 3)
     device = DeviceAugment("none", 1, torch.device("cpu"))
     assert torch.allclose(device(deferred[None], 0)[0], full, atol=1e-6)
 

@@ -42,8 +42,9 @@ def open_image(data: bytes, where: str, max_pixels: int = MAX_IMAGE_PIXELS) -> I
     return img
 
 
-def decode_region(data: bytes, region: Callable[[int, int], Box], size: int, where: str,
-                  max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+def decode_region(
+    data: bytes, region: Callable[[int, int], Box], size: int, where: str, max_pixels: int = MAX_IMAGE_PIXELS
+) -> np.ndarray:
     """(size, size, 3) uint8 RGB of the box ``region(width, height)`` of the encoded image."""
     img = open_image(data, where, max_pixels)
     try:
@@ -68,7 +69,10 @@ def _draft(img: Image.Image, box: Box, size: int) -> Box:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """RGB; transparent pixels composited on white (as the evaluation loader does)."""
+    """RGB (the image itself when it is: no copy); transparent pixels composited on white (as the
+    evaluation loader does)."""
+    if img.mode == "RGB":
+        return img
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")

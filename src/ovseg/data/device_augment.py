@@ -1,8 +1,9 @@
 """The training augmentation after the crop, batched on the training device (``data.augment_device``).
 
-The loader workers decode and crop only (``TrainTransform(deferred=True)``: uint8 (3, S, S)); the trainer
-then applies ``DeviceAugment`` to each batch on its device: flip, RandAugment (the same policy and op
-functions as the per-sample path, each op run once per batch on the samples that drew it), ImageNet
+The loader workers decode and crop only (``TrainTransform(deferred=True)``: uint8 (S, S, 3), channels last
+as decoded, so that neither the workers nor the collator transpose them on the CPU); the trainer then
+applies ``DeviceAugment`` to each batch on its device: the transpose, flip, RandAugment (the same policy
+and op functions as the per-sample path, each op run once per batch on the samples that drew it), ImageNet
 normalisation and RandomErasing (stage 1); flip and normalisation (stage 2); normalisation (``none``).
 
 Randomness comes from generators reseeded at every optimizer step from (seed, rank, step): a seeded run
@@ -38,7 +39,8 @@ def erase_boxes(n: int, height: int, width: int, generator: torch.Generator) -> 
 
 
 class DeviceAugment:
-    """uint8 (B, 3, S, S) crops -> the augmented, normalised float batch (see the module docstring)."""
+    """uint8 (B, S, S, 3) crops -> the augmented, normalised float (B, 3, S, S) batch (see the module
+    docstring)."""
 
     def __init__(
         self, mode: str, stage: int, device: torch.device, seed: int = 0, rank: int = 0, erase_prob: float = 0.25
@@ -65,7 +67,7 @@ class DeviceAugment:
         if step != self.step:
             self.reseed(step)
         where = images.device
-        x = images.to(self.device, non_blocking=True)
+        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).contiguous()
         n = len(x)
         if self.flip_prob:
             flip = (torch.rand(n, generator=self.decisions) < self.flip_prob).to(self.device)
