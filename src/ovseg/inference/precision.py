@@ -2,10 +2,10 @@
 
 - ``auto`` (default): the fastest path whose label maps agree with fp32 on at least 99.9 % of the pixels of
   BENCHMARKS.md's photo set (the paper's ViT-B/BERT). On a CPU: fp32 with the ViT's linear layers through
-  oneDNN, bias and GELU fused (the same fp32 arithmetic in another summation order; ~1.5x faster where MKL's
-  sgemm is slow, as on AMD; labels equal to ``fp32`` on every photo measured). bf16 products would be used on
-  CPUs with native bf16 whose recorded agreement reaches 99.9 %; none does so far (``BF16_AGREEMENT``), so
-  ``auto`` is fp32 everywhere. On a GPU: ``fp32``.
+  oneDNN, bias and GELU fused (the same fp32 arithmetic in another summation order; the harness 1.3x
+  faster where MKL's sgemm is slow, as on AMD; labels equal to ``fp32`` on every photo measured). bf16
+  products would be used on CPUs with native bf16 whose recorded agreement reaches 99.9 %; none does so far
+  (``BF16_AGREEMENT``), so ``auto`` is fp32 everywhere. On a GPU: ``fp32``.
 - ``fp32``: the reference arithmetic; outputs match the original implementation. ``verify-reference`` always
   runs it.
 - ``bf16-matmul``: ``torch.set_float32_matmul_precision("medium")``: oneDNN may round matrix-product inputs to

@@ -6,7 +6,7 @@ state dicts map onto these modules without renaming. Attention runs through
 
 Inside ``onednn_linears()`` (CPU inference, ``evaluate.seg.precision=auto``), the linear layers of ``Mlp`` and
 ``Attention`` run as oneDNN inner products with the bias (and ``fc1``'s GELU) fused in: fp32 arithmetic in
-another summation order, which on CPUs where MKL's sgemm takes a slow path (AMD) is ~1.5x faster.
+another summation order, ~1.25x faster per product where MKL's sgemm takes a slow path (AMD).
 """
 
 from __future__ import annotations
