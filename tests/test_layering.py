@@ -14,7 +14,7 @@ ROOT = Path(__file__).parents[1] / "src" / "ovseg"
 LAYERS = [
     {"errors"},
     {"config", "fileio", "images", "label_stats", "prompts", "class_presets", "ranks"},
-    {"model", "losses", "data", "viz"},
+    {"model", "losses", "data", "viz", "weights"},
     {"factory", "checkpoints"},
     {"inference"},
     {"evaluation", "verify", "export"},

@@ -35,7 +35,9 @@ AugmentDevice = Literal["auto", "cpu", "cuda"]  # where flip, RandAugment, erasi
 TrainingPrecision = Literal["auto", "fp32", "bf16", "bf16-stem"]
 DistBackend = Literal["auto", "nccl", "gloo"]
 # where the image encoder's backbone (stem, blocks before and after grouping, final norm) starts from (spec §1.2)
-BackboneInit = Literal["none", "dino", "dino_vits16", "dino_vitb8", "dino_vits8", "imagenet", "clip"]
+# ovseg-ssl: the file ``ovseg pretrain-ssl`` writes (stem, position table, blocks before the grouping)
+BackboneInit = Literal["none", "dino", "dino_vits16", "dino_vitb8", "dino_vits8", "imagenet", "clip", "ovseg-ssl"]
+SslMethod = Literal["dino", "ibot"]  # dino: multi-crop, EMA teacher | ibot: dino + masked patch tokens
 
 
 @dataclass
@@ -243,12 +245,47 @@ class CheckpointConfig:
 
 
 @dataclass
+class SslConfig:
+    """``ovseg pretrain-ssl``: label-free pretraining of the image encoder's stem, position table and blocks
+    before the grouping on a scene stream disjoint from every split (``ovseg.engine.ssl``)."""
+
+    method: SslMethod = "dino"
+    steps: int = 600
+    batch_size: int = 64
+    global_size: int = 64  # two global crops of this many pixels per image
+    local_crops: int = 4  # small crops, seen by the student only
+    local_size: int = 32
+    global_scale: list[float] = field(default_factory=lambda: [0.35, 1.0])  # share of the image a crop covers
+    local_scale: list[float] = field(default_factory=lambda: [0.1, 0.35])
+    head_hidden: int = 512
+    head_bottleneck: int = 128
+    out_dim: int = 1024  # prototypes of the projection head
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04
+    center_momentum: float = 0.9
+    momentum: float = 0.99  # the teacher's EMA momentum at the start; a cosine brings it to 1
+    base_lr: float = 1.0e-3
+    min_lr: float = 1.0e-5
+    warmup_steps: int = 30
+    weight_decay: float = 0.04
+    clip_grad: float = 3.0
+    mask_ratio: list[float] = field(default_factory=lambda: [0.1, 0.5])  # ibot: patches masked per masked view
+    mask_prob: float = 0.5  # ibot: share of global views that are masked
+    patch_loss_weight: float = 1.0  # ibot: the masked-patch loss against the image-level one
+    num_workers: int = 0  # processes rendering scenes beside the training one
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_last: int = 2
+
+
+@dataclass
 class OvsegConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    ssl: SslConfig = field(default_factory=SslConfig)
     seed: int = 0
     output: str = "output"
 

@@ -3,7 +3,9 @@
 Stage 1 then stage 2 on the embedded captioned scenes (presets ``quickstart/stage1`` and ``stage2``), model
 (the best checkpoint of either stage) and background threshold selected on the validation split, then
 zero-shot mIoU on the test split with the category names and with held-out synonyms never seen in training,
-overlays of test images, a plot of the training curves and ``results.json``.
+overlays of test images, a plot of the training curves and ``results.json``. Stage 1's image encoder
+starts from scratch or from a self-supervised start (``--init ssl | PATH``: stem, position table and
+pre-grouping blocks from ``ovseg pretrain-ssl``); ``results.json`` names it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .data.builder import scene_split
 from .data.scenes.dataset import class_names, held_out_names
 from .engine.trainer import TrainResult, train
 from .engine.validate import evaluate_scenes, scene_seg_config
+from .errors import CheckpointError, ConfigError
 from .factory import preset_path
 from .fileio import atomic_write
 from .inference import Segmenter
@@ -31,6 +34,7 @@ from .inference.refine import RefineSettings
 from .label_stats import pixel_shares
 from .viz import add_legend, class_palette, overlay_labels
 from .viz.plot import StageCurves, stage_curves_from_records, write_training_plot
+from .weights import QUICKSTART_SSL, record_path, sha256_of, verify_record
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +46,57 @@ class QuickstartOptions:
     stage2: bool = True
     shuffle_captions: bool = False  # control: captions paired with the wrong images
     overlays: int = 6
+    init: str = "scratch"  # stage 1's image encoder: scratch | ssl (the packaged start) | a pretrain-ssl file
+
+
+INIT_NAMES = ("scratch", "ssl")
+
+
+@dataclass(frozen=True)
+class InitChoice:
+    """Where stage 1's image encoder starts: ``name`` scratch, ssl or file; ``path`` the ovseg-ssl file."""
+
+    name: str
+    path: Path | None = None
+
+    def opts(self) -> list[str]:
+        if self.path is None:
+            return []
+        return ["model.img_encoder.init=ovseg-ssl", f"model.img_encoder.init_checkpoint={self.path}"]
+
+    def describe(self) -> dict:
+        """results.json's ``init``: name, path and the file's sha256 (None from scratch)."""
+        if self.path is None:
+            return {"name": self.name, "path": None, "sha256": None}
+        return {"name": self.name, "path": str(self.path), "sha256": sha256_of(self.path)}
+
+
+def resolve_init(value: str) -> InitChoice:
+    """``--init``: scratch, ssl (the packaged file, checked against its record) or a path to an ovseg-ssl
+    file; anything else, or a file that is not there, is one line."""
+    if value == "scratch":
+        return InitChoice("scratch")
+    if value == "ssl":
+        if not QUICKSTART_SSL.is_file():
+            raise ConfigError(f"--init ssl: this installation has no packaged start ({QUICKSTART_SSL.name} is "
+                              "not in ovseg/weights); make one with `ovseg pretrain-ssl` and pass --init PATH")
+        verify_record(QUICKSTART_SSL, record_path(QUICKSTART_SSL))
+        return InitChoice("ssl", QUICKSTART_SSL)
+    path = Path(value)
+    if path.is_file():
+        return InitChoice("file", path)
+    if path.suffix or len(path.parts) > 1:
+        raise CheckpointError(f"--init {value}: file not found")
+    raise ConfigError(f"--init: unknown '{value}' (expected {', '.join(INIT_NAMES)} or the path of an "
+                      "encoder.safetensors from `ovseg pretrain-ssl`)")
 
 
 def run_quickstart(options: QuickstartOptions) -> dict:
     """Train both stages, evaluate on the test split, write the report; returns results.json's content."""
     start, out = time.perf_counter(), Path(options.output)
+    init = resolve_init(options.init)
     common = [*options.opts] + (["data.shuffle_captions=true"] if options.shuffle_captions else [])
-    cfg1 = load_config(preset_path("quickstart/stage1"), [f"output={out / 'stage1'}", *common])
+    cfg1 = load_config(preset_path("quickstart/stage1"), [f"output={out / 'stage1'}", *init.opts(), *common])
     result = stage1 = train(cfg1, out / "stage1")
     cfg = cfg1
     if options.stage2:
@@ -69,6 +117,7 @@ def run_quickstart(options: QuickstartOptions) -> dict:
         stages=2 if options.stage2 else 1,
         selected_stage=1 if result is stage1 else 2,
         shuffle_captions=options.shuffle_captions,
+        init=init.describe(),
         checkpoint=str(result.best or result.final),
         settings={"stage1": to_container(cfg1), "stage2": to_container(cfg) if options.stage2 else None},
     )

@@ -7,6 +7,10 @@ facebook/dino-vitb16), timm's ImageNet ViT state dict, and OpenAI CLIP's visual 
 (``visual.`` prefix optional). Every tensor of the file gets a DINO name or is listed as deliberately unused;
 anything else is refused by name. Files are data: safetensors or ``torch.load(weights_only=True)``, never
 code (OpenAI's TorchScript ``ViT-B-16.pt`` is refused with the one-line way to get its state dict).
+
+Also ovseg's own ``ovseg-ssl`` format, written by ``ovseg pretrain-ssl``: a safetensors file of exactly the
+image-encoder tensors it initialises (stem, position table, blocks before the grouping, under the encoder's
+names) with the encoder's shape and the method in its header; read header first, size-capped.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 
 from ..errors import CheckpointError
-from .files import read_weights, sniff_format
+from ..fileio import atomic_write
+from .files import read_header, read_shapes, read_weights, sniff_format
 from .official import torch_load_data
 
 # the tensors of a plain ViT block, in DINO's (and timm's) names
@@ -257,3 +263,77 @@ def _unexpected(source: str, key: str, fmt: str) -> None:
         f"{source}: '{key}' has no place in GroupViT's backbone (not a tensor of a plain "
         f"{fmt} ViT; another architecture?)"
     )
+
+
+# ------------------------------------------------------------------------------------------------ ovseg-ssl
+SSL_FORMAT = "ovseg-ssl/1"
+SSL_SHAPE_FIELDS = ("embed_dim", "patch_size", "stem", "stem_extra_convs", "depth", "img_size")
+MAX_SSL_HEADER_BYTES = 1_000_000  # the header of a quickstart encoder's ~60 tensors is ~10 kB
+
+
+@dataclass
+class SslEncoderFile:
+    """The header of an ``ovseg pretrain-ssl`` file: what encoder it was made for (``shape``: the fields of
+    SSL_SHAPE_FIELDS), the method, and every tensor's shape (image-encoder names). No tensor is read yet."""
+
+    source: str
+    shape: dict[str, Any]
+    method: str
+    shapes: dict[str, tuple[int, ...]]
+
+
+def ssl_encoder_shape(ie: Any) -> dict[str, Any]:
+    """The record of ``model.img_encoder`` an ovseg-ssl file carries; ``depth``: blocks before the grouping."""
+    return {"embed_dim": int(ie.embed_dim), "patch_size": int(ie.patch_size), "stem": str(ie.stem),
+            "stem_extra_convs": int(ie.stem_extra_convs), "depth": int(ie.depths[0]), "img_size": int(ie.img_size)}
+
+
+def write_ssl_encoder(tensors: dict[str, torch.Tensor], shape: dict[str, Any], method: str, path: str | Path) -> None:
+    """The image-encoder tensors an ovseg-ssl init replaces, with the encoder's record, written atomically."""
+    metadata = {"format": SSL_FORMAT, "encoder": json.dumps(shape), "method": method}
+    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata))
+
+
+def read_ssl_header(path: str | Path) -> SslEncoderFile:
+    """An ovseg-ssl file's header, checked (safetensors only, size-capped, the format, the encoder record)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: init file not found (an ovseg-ssl init is the .safetensors file that "
+                              "ovseg pretrain-ssl writes)")
+    with open(path, "rb") as f:
+        head = f.read(9)
+    size = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+    if head[8:9] != b"{" or not 0 < size <= MAX_SSL_HEADER_BYTES or size + 8 > path.stat().st_size:
+        raise CheckpointError(f"{path}: not a safetensors file with a header of at most {MAX_SSL_HEADER_BYTES} "
+                              "bytes (an ovseg-ssl init is the .safetensors file that ovseg pretrain-ssl writes)")
+    meta = read_header(path)
+    if meta.get("format") != SSL_FORMAT:
+        raise CheckpointError(f"{path}: not an ovseg-ssl init (header format '{meta.get('format')}', expected "
+                              f"'{SSL_FORMAT}')")
+    return SslEncoderFile(str(path), _ssl_shape(meta.get("encoder"), str(path)), str(meta.get("method")),
+                          read_shapes(path))
+
+
+def _ssl_shape(text: str | None, source: str) -> dict[str, Any]:
+    try:
+        shape = json.loads(text or "")
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(f"{source}: the encoder record in its header is not JSON ({e})") from e
+    if not isinstance(shape, dict) or set(shape) != set(SSL_SHAPE_FIELDS):
+        raise CheckpointError(f"{source}: the encoder record in its header needs exactly {', '.join(SSL_SHAPE_FIELDS)}")
+    bad = next((k for k, v in shape.items() if not isinstance(v, int | str) or isinstance(v, bool)), None)
+    if bad is not None:
+        raise CheckpointError(f"{source}: the encoder record's '{bad}' is not a number or a name")
+    return shape
+
+
+def read_ssl_tensors(file: SslEncoderFile) -> dict[str, torch.Tensor]:
+    """The tensors of a checked header: floating point and finite (BatchNorm's counters: integer)."""
+    tensors, _ = read_weights(file.source)
+    for key, value in tensors.items():
+        if key.endswith("num_batches_tracked"):
+            if value.is_floating_point():
+                raise CheckpointError(f"{file.source}: '{key}' is not an integer count")
+        elif not value.is_floating_point() or not torch.isfinite(value).all():
+            raise CheckpointError(f"{file.source}: '{key}' does not hold finite floating-point weights")
+    return tensors

@@ -7,6 +7,10 @@ and final norm load by name; group tokens, the grouping block and the projectors
 CLIP: ``ln_post`` is the final norm, ``class_embedding`` and ``ln_pre`` are dropped, and ``proj`` becomes the
 encoder's extra output projection. Unlike the original, every tensor of the file must land or be listed
 as unused, and a file of another width, depth, patch size or family is refused with one line.
+
+``ovseg-ssl``: the file ``ovseg pretrain-ssl`` writes (any stem, the quickstart's conv stem included): its
+tensors already carry the encoder's names and replace the stem (BatchNorm statistics included), the position
+table and the blocks before the grouping; every shape is checked against the model before anything is read.
 """
 
 from __future__ import annotations
@@ -22,11 +26,21 @@ from omegaconf import DictConfig
 from ..errors import CheckpointError, ConfigError
 from ..model import OVSegmentor
 from ..model.vision import GroupViT, resize_pos_embed
-from .backbone_formats import BLOCK_PARTS, BackboneFile, read_backbone
+from .backbone_formats import (
+    BLOCK_PARTS,
+    SSL_SHAPE_FIELDS,
+    BackboneFile,
+    SslEncoderFile,
+    read_backbone,
+    read_ssl_header,
+    read_ssl_tensors,
+    ssl_encoder_shape,
+)
 
 log = logging.getLogger(__name__)
 
-INITS = ("dino", "dino_vits16", "dino_vitb8", "dino_vits8", "imagenet", "clip")
+INITS = ("dino", "dino_vits16", "dino_vitb8", "dino_vits8", "imagenet", "clip", "ovseg-ssl")
+SSL = "ovseg-ssl"
 ORIGINAL_NAMES = {
     "dino": "dino",
     "dinob8": "dino_vitb8",
@@ -48,7 +62,7 @@ class BackboneInit:
 
     @property
     def family(self) -> str:
-        return "clip" if self.kind == "clip" else "vit"
+        return "clip" if self.kind == "clip" else SSL if self.kind == SSL else "vit"
 
 
 @dataclass
@@ -80,7 +94,7 @@ def backbone_init(ie: DictConfig) -> BackboneInit | None:
         raise ConfigError(f"{KEY}.{what} is set but {KEY}.init is none: set {KEY}.init to one of {', '.join(INITS)}")
     if kind is None:
         return None
-    if ie.stem != "patch":
+    if ie.stem != "patch" and kind != SSL:
         raise ConfigError(f"{KEY}.init '{kind}' needs {KEY}.stem 'patch' (a pretrained ViT's stem), got '{ie.stem}'")
     return BackboneInit(kind, next(iter(paths), None), bool(ie.freeze_backbone))
 
@@ -93,6 +107,8 @@ def prepare_backbone(init: BackboneInit, model_cfg: DictConfig) -> BackboneStart
             f"{KEY}.init is '{init.kind}' but no file is given: --opts {KEY}.init_checkpoint=PATH "
             "(e.g. dino_vitbase16_pretrain.pth, or a local Hugging Face ViT folder)"
         )
+    if init.kind == SSL:
+        return _prepare_ssl(init, model_cfg)
     file = read_backbone(init.path)
     if file.family != init.family:
         hint = "clip" if file.family == "clip" else "dino (or imagenet)"
@@ -126,9 +142,11 @@ def freeze_backbone(model: OVSegmentor, init: BackboneInit) -> None:
     (the original re-creates it, CLS row dropped, after freezing), and so does CLIP's zero stem bias (not
     in the file)."""
     encoder = model.img_encoder
-    for name in backbone_targets(encoder, init.family == "clip"):
-        if name != "pos_embed" and not (init.family == "clip" and name == "patch_embed.proj.bias"):
-            encoder.get_parameter(name).requires_grad_(False)
+    names = ssl_targets(encoder) if init.kind == SSL else backbone_targets(encoder, init.family == "clip")
+    params = dict(encoder.named_parameters())
+    for name in names:
+        if name in params and name != "pos_embed" and not (init.family == "clip" and name == "patch_embed.proj.bias"):
+            params[name].requires_grad_(False)
 
 
 def backbone_targets(encoder: GroupViT, clip: bool) -> list[str]:
@@ -142,6 +160,55 @@ def backbone_targets(encoder: GroupViT, clip: bool) -> list[str]:
             for kind in ("weight", "bias")
         ]
     return names + ["norm.weight", "norm.bias"] + (["proj"] if clip else [])
+
+
+def ssl_targets(encoder: GroupViT) -> list[str]:
+    """The encoder's tensors an ovseg-ssl file replaces, stem first: the stem (parameters and BatchNorm
+    statistics), the position table, the blocks before the grouping."""
+    names = [f"patch_embed.{k}" for k in encoder.patch_embed.state_dict()] + ["pos_embed"]
+    return names + [f"layers.0.blocks.{k}" for k in encoder.layers[0].blocks.state_dict()]
+
+
+# ------------------------------------------------------------------------------------------------ ovseg-ssl
+def _prepare_ssl(init: BackboneInit, model_cfg: DictConfig) -> BackboneStart:
+    """Header first: every tensor's name and shape against the model's, then the encoder record; then the
+    tensors."""
+    file = read_ssl_header(init.path)
+    encoder = _meta_encoder(model_cfg)
+    _check_ssl_shapes(file, encoder)
+    wanted = ssl_encoder_shape(model_cfg.img_encoder)
+    bad = next((k for k in SSL_SHAPE_FIELDS if file.shape[k] != wanted[k]), None)
+    if bad is not None:
+        field = "depths[0]" if bad == "depth" else bad
+        raise CheckpointError(f"{init.path}: made for {KEY}.{field}={file.shape[bad]}, this model has {wanted[bad]}")
+    tensors = read_ssl_tensors(file)
+    summary = f"backbone init: {len(tensors)} tensors from {Path(init.path).name} (ovseg-ssl, {file.method})"
+    return BackboneStart(init, tensors, summary)
+
+
+def _check_ssl_shapes(file: SslEncoderFile, encoder: GroupViT) -> None:
+    expected = {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
+    targets = ssl_targets(encoder)
+    order = {t: i for i, t in enumerate(targets)}
+    for key in sorted(file.shapes, key=lambda k: order.get(k, -1)):  # unknown keys first, then the stem
+        if key not in order:
+            raise CheckpointError(f"{file.source}: '{key}' {file.shapes[key]} has no place in {KEY}, "
+                                  f"{_ssl_counterpart(key, encoder, expected)} (an init of another stem or depth?)")
+        if file.shapes[key] != expected[key]:
+            raise CheckpointError(f"{file.source}: '{key}' has shape {file.shapes[key]}, {KEY} expects "
+                                  f"{expected[key]} (an init of another width, stem or patch size?)")
+    missing = [t for t in targets if t not in file.shapes]
+    if missing:
+        raise CheckpointError(f"{file.source}: no tensor for 'img_encoder.{missing[0]}' ({len(missing)} of the "
+                              "init's tensors missing; an init of another stem or depth?)")
+
+
+def _ssl_counterpart(key: str, encoder: GroupViT, expected: dict[str, tuple[int, ...]]) -> str:
+    """What the model has where a file's unknown tensor would go: the stem's first tensor, or the depth."""
+    if key.startswith("patch_embed."):
+        first = next(k for k in expected if k.startswith("patch_embed."))
+        return f"whose stem starts with '{first}' {expected[first]}"
+    return f"which has {len(encoder.layers[0].blocks)} blocks before the grouping"
 
 
 # ------------------------------------------------------------------------------------------------ mapping

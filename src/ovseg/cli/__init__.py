@@ -19,6 +19,7 @@ COMMANDS = {
     "eval": "evaluate",
     "train": "train",
     "quickstart": "quickstart",
+    "pretrain-ssl": "pretrain_ssl",
     "verify-reference": "verify_reference",
     "convert": "convert",
     "convert-coco-object": "convert_coco_object",

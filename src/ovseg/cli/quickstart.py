@@ -17,17 +17,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shuffle-captions", action="store_true",
                    help="control experiment: pair every image with another image's caption")
     p.add_argument("--overlays", type=int, default=6, help="test images to draw (default 6)")
+    p.add_argument("--init", default="scratch", metavar="scratch|ssl|PATH",
+                   help="stage 1's image encoder: from scratch, from the packaged self-supervised start (ssl), or "
+                        "from an encoder.safetensors of `ovseg pretrain-ssl` (default: scratch)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..quickstart import QuickstartOptions, format_table, run_quickstart
 
     options = QuickstartOptions(Path(args.output), tuple(args.opts), not args.stage1_only, args.shuffle_captions,
-                                args.overlays)
+                                args.overlays, args.init)
     report = run_quickstart(options)
     print(format_table(report))
     print(f"\nzero-shot test mIoU {report['miou']:.1f}{harness_note(report)} "
-          f"(held-out synonyms {report['miou_synonyms']:.1f}), "
+          f"(held-out synonyms {report['miou_synonyms']:.1f}; init {report.get('init', {}).get('name', 'scratch')}), "
           f"{report['seconds'] / 60:.1f} min; report: {Path(args.output) / 'results.json'}, "
           f"{Path(args.output) / 'training.png'}, {Path(args.output) / 'overlays'}/")
     return 0

@@ -1,0 +1,293 @@
+"""ovseg pretrain-ssl: label-free pretraining of the quickstart's encoder on scenes no split uses, its file, its
+record, resume, and the quickstart's ``--init``; every bad input is one line and exit status 2."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ovseg import cli
+from ovseg.checkpoints.backbone_formats import read_ssl_header, ssl_encoder_shape, write_ssl_encoder
+from ovseg.checkpoints.backbones import ssl_targets
+from ovseg.config import load_config
+from ovseg.data.scenes.dataset import SPLIT_SEEDS, CaptionedScenes, sample_scene
+from ovseg.engine.ssl.backbone import SslBackbone
+from ovseg.engine.ssl.stream import render_image, stream_key
+from ovseg.engine.stages import build_model
+from ovseg.engine.trainer import seed_everything
+from ovseg.errors import CheckpointError
+from ovseg.factory import create_model, preset_path
+from ovseg.quickstart import resolve_init
+from ovseg.weights import read_record, sha256_of, verify_record, write_record
+
+CPU = torch.device("cpu")
+FAST = ["ssl.batch_size=4", "ssl.local_crops=2", "ssl.steps=2", "ssl.warmup_steps=1", "ssl.log_every=1"]
+# the quickstart test's tiny model: 32-px scenes, width 32, one block before the grouping
+TINY_MODEL = [
+    "data.image_size=32",
+    "model.img_encoder.img_size=32",
+    "model.img_encoder.embed_dim=32",
+    "model.img_encoder.num_heads=[2,2]",
+    "model.img_encoder.depths=[1,0]",
+    "model.output_dim=32",
+]
+TINY_SSL = ["ssl.global_size=32", "ssl.local_size=16", "ssl.head_hidden=32", "ssl.head_bottleneck=16", "ssl.out_dim=64"]
+
+
+@pytest.fixture(autouse=True)
+def registered(monkeypatch):
+    """`ovseg pretrain-ssl` as the CLI registers it."""
+    monkeypatch.setitem(cli.COMMANDS, "pretrain-ssl", "pretrain_ssl")
+
+
+def pretrain(output: Path, cfg: str = "quickstart/ssl_dino", *opts: str) -> int:
+    return cli.main(["pretrain-ssl", "--cfg", cfg, "--output", str(output), "--no-progress", "--opts", *FAST, *opts])
+
+
+def stage1(*opts: str):
+    return load_config(preset_path("quickstart/stage1"), list(opts))
+
+
+def init_opts(path: Path) -> list[str]:
+    return ["model.img_encoder.init=ovseg-ssl", f"model.img_encoder.init_checkpoint={path}"]
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def dino_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dino")
+    with pytest.MonkeyPatch.context() as m:
+        m.setitem(cli.COMMANDS, "pretrain-ssl", "pretrain_ssl")
+        assert pretrain(out, "quickstart/ssl_dino", "ssl.checkpoint_every=1") == 0
+    return out
+
+
+@pytest.mark.parametrize("method", ["dino", "ibot"])
+def test_each_method_writes_the_encoder_tensors_the_init_replaces(method, tmp_path):
+    assert pretrain(tmp_path, f"quickstart/ssl_{method}") == 0
+    weights = tmp_path / "encoder.safetensors"
+    header = read_ssl_header(weights)
+    encoder = SslBackbone(stage1().model.img_encoder)  # the same stem and blocks as the quickstart's GroupViT
+    quickstart = create_model(stage1("model.text_encoder.pretrained=false")).img_encoder
+    assert set(header.shapes) == set(ssl_targets(quickstart))
+    assert set(header.shapes) == set(encoder.encoder_state())
+    assert header.method == method and header.shape == {
+        "embed_dim": 128,
+        "patch_size": 8,
+        "stem": "conv",
+        "stem_extra_convs": 2,
+        "depth": 3,
+        "img_size": 64,
+    }
+    assert weights.stat().st_size < 5_000_000  # a few MB: small enough to ship (1.0 M float32 values)
+    record = verify_record(weights)
+    assert record.steps == 2 and record.seed == 0 and record.config["ssl"]["method"] == method
+    assert record.command.startswith(f"ovseg pretrain-ssl --cfg quickstart/ssl_{method}")
+    assert {"python", "torch", "ovseg"} <= set(record.software) and record.machine
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2] and all(m["loss_total"] > 0 for m in metrics)
+    assert ("loss_patch" in metrics[0]) == (method == "ibot")
+
+
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(dino_run, tmp_path):
+    shutil.copytree(dino_run / "checkpoints", tmp_path / "checkpoints")
+    for leftover in ["latest.json", *(p.name for p in (tmp_path / "checkpoints").glob("step_00000002.*"))]:
+        (tmp_path / "checkpoints" / leftover).unlink()  # as if stopped after step 1
+    assert pretrain(tmp_path, "quickstart/ssl_dino", "ssl.checkpoint_every=1") == 0
+    resumed, whole = load_file(tmp_path / "encoder.safetensors"), load_file(dino_run / "encoder.safetensors")
+    assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2]
+
+
+def test_resuming_with_other_settings_is_one_line(dino_run, tmp_path, capsys):
+    shutil.copytree(dino_run / "checkpoints", tmp_path / "checkpoints")
+    assert pretrain(tmp_path, "quickstart/ssl_ibot") == 2
+    line = one_error_line(capsys)
+    assert "holds a pretraining with other settings (ssl.method: dino → ibot)" in line
+
+
+def test_init_sets_stem_and_blocks_and_leaves_grouping_fresh(dino_run):
+    weights = dino_run / "encoder.safetensors"
+    seed_everything(0)
+    scratch = build_model(stage1(), CPU).img_encoder.state_dict()
+    seed_everything(0)
+    started = build_model(stage1(*init_opts(weights)), CPU)
+    state, file = started.img_encoder.state_dict(), load_file(weights)
+    assert all(torch.equal(state[k], v) for k, v in file.items())
+    assert not torch.equal(state["layers.0.blocks.0.attn.qkv.weight"], scratch["layers.0.blocks.0.attn.qkv.weight"])
+    fresh = [k for k in state if k.startswith(("layers.0.group_token", "layers.0.downsample."))]
+    assert fresh and all(torch.equal(state[k], scratch[k]) for k in fresh)  # as a run from scratch draws them
+
+
+def test_an_init_of_another_width_or_stem_is_one_line(tmp_path, capsys):
+    for name, opts in {
+        "wide": ["model.img_encoder.embed_dim=64"],
+        "stem": ["model.img_encoder.stem_extra_convs=1"],
+    }.items():
+        ie = stage1(*opts).model.img_encoder
+        write_ssl_encoder(
+            SslBackbone(ie).encoder_state(), ssl_encoder_shape(ie), "dino", tmp_path / f"{name}.safetensors"
+        )
+    with pytest.raises(
+        CheckpointError,
+        match=r"'patch_embed.proj.0.weight' has shape \(16, 3, 3, 3\), "
+        r"model.img_encoder expects \(32, 3, 3, 3\)",
+    ):
+        build_model(stage1(*init_opts(tmp_path / "wide.safetensors")), CPU)
+    with pytest.raises(
+        CheckpointError,
+        match=r"'patch_embed.proj.\d+.\w+' \(.*\) has no place in model.img_encoder, "
+        r"whose stem starts with 'patch_embed.proj.0.weight' \(32, 3, 3, 3\)",
+    ):
+        build_model(stage1(*init_opts(tmp_path / "stem.safetensors")), CPU)
+    assert cli.main(["quickstart", "--output", str(tmp_path / "q"), "--init", str(tmp_path / "wide.safetensors")]) == 2
+    assert "has shape (16, 3, 3, 3), model.img_encoder expects (32, 3, 3, 3)" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("make", ["missing", "junk", "huge header", "torch file", "other format"])
+def test_a_file_that_is_not_an_ssl_init_is_one_line(make, tmp_path, capsys):
+    path = tmp_path / "init.safetensors"
+    if make == "junk":
+        path.write_bytes(b"not weights at all")
+    elif make == "huge header":
+        path.write_bytes((10**9).to_bytes(8, "little") + b"{" + b" " * 64)
+    elif make == "torch file":
+        torch.save({"patch_embed.proj.0.weight": torch.zeros(1)}, path)
+    elif make == "other format":
+        from safetensors.torch import save_file
+
+        save_file({"pos_embed": torch.zeros(64, 128)}, str(path), metadata={"format": "ovseg/1"})
+    assert cli.main(["quickstart", "--output", str(tmp_path / "q"), "--init", str(path)]) == 2
+    line = one_error_line(capsys)
+    assert str(path) in line and (
+        "not found" in line if make == "missing" else "safetensors" in line or "not an ovseg-ssl init" in line
+    )
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("bogus", "--init: unknown 'bogus' (expected scratch, ssl or"),
+        ("ssl", "--init ssl: this installation has no packaged start"),
+    ],
+)
+def test_an_unknown_init_or_an_absent_packaged_one_is_one_line(value, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("ovseg.quickstart.QUICKSTART_SSL", tmp_path / "quickstart_ssl.safetensors")
+    assert cli.main(["quickstart", "--output", str(tmp_path / "q"), "--init", value]) == 2
+    assert message in one_error_line(capsys)
+    assert not (tmp_path / "q").exists()  # refused before anything was written
+
+
+def test_the_packaged_init_is_checked_against_its_record(dino_run, tmp_path, monkeypatch):
+    packaged = tmp_path / "quickstart_ssl.safetensors"
+    shutil.copy(dino_run / "encoder.safetensors", packaged)
+    shutil.copy(dino_run / "encoder.json", tmp_path / "quickstart_ssl.json")
+    monkeypatch.setattr("ovseg.quickstart.QUICKSTART_SSL", packaged)
+    record = json.loads((tmp_path / "quickstart_ssl.json").read_text())
+    choice = resolve_init("ssl")
+    assert choice.describe() == {"name": "ssl", "path": str(packaged), "sha256": record["sha256"]}
+    assert choice.opts() == init_opts(packaged)
+    assert resolve_init("scratch").opts() == [] and resolve_init("scratch").describe()["sha256"] is None
+    data = bytearray(packaged.read_bytes())
+    data[-1] ^= 1  # a damaged or replaced shipped file
+    packaged.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="differs from its record's"):
+        resolve_init("ssl")
+
+
+def test_the_record_checker_catches_a_changed_file(tmp_path):
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"\x00" * 100)
+    write_record(
+        weights,
+        command="ovseg pretrain-ssl",
+        config={"seed": 3},
+        seed=3,
+        steps=7,
+        minutes=1.5,
+        machine="test",
+        software={"torch": torch.__version__},
+    )
+    assert verify_record(weights).sha256 == sha256_of(weights) and read_record(tmp_path / "w.json").steps == 7
+    weights.write_bytes(b"\x00" * 99 + b"\x01")
+    with pytest.raises(CheckpointError, match=r"w.safetensors: sha256 [0-9a-f]{64} differs from its record's"):
+        verify_record(weights)
+    record = json.loads((tmp_path / "w.json").read_text())
+    del record["machine"]
+    (tmp_path / "w.json").write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="weights record without 'machine'"):
+        verify_record(weights)
+
+
+def test_the_stream_never_draws_a_scene_of_any_split():
+    """Each split seeds scene i and its layouts from text keys that start with its integer seed; the
+    stream's keys start with 'ssl/', so none coincides, for any seed."""
+    val = CaptionedScenes("val", size=3, image_size=32, seed=0)
+    assert [s.caption for s in val.scenes] == [  # the splits' key scheme that this argument rests on
+        sample_scene(random.Random(f"{SPLIT_SEEDS['val']}/scene/{i}")).caption for i in range(3)
+    ]
+    split_keys = {
+        f"{seed + offset}/{part}/{i}"
+        for seed in range(4)
+        for offset in SPLIT_SEEDS.values()
+        for part in ("scene", "layout", "partner", "background")
+        for i in range(4096)
+    }
+    stream_keys = {stream_key(seed, i, part) for seed in range(4) for part in ("scene", "layout") for i in range(4096)}
+    assert len(stream_keys) == 4 * 2 * 4096 and not stream_keys & split_keys
+    assert all(k.split("/")[0] == "ssl" for k in stream_keys)
+    test = CaptionedScenes("test", size=1, image_size=64, seed=0)
+    assert not (render_image(0, 0, 64, 1.0) == test.render(0)[0]).all()
+
+
+def test_quickstart_starts_stage1_from_a_pretrained_file_and_names_it(tmp_path):
+    assert pretrain(tmp_path / "ssl", "quickstart/ssl_ibot", *TINY_MODEL, *TINY_SSL) == 0
+    weights = tmp_path / "ssl" / "encoder.safetensors"
+    tiny = [
+        "data.scenes.train_size=64",
+        "data.scenes.val_size=4",
+        "data.scenes.test_size=6",
+        "data.batch_size=16",
+        "train.max_steps=2",
+        "evaluate.val_every_steps=0",
+        "evaluate.val_bg_thresholds=[0.5,0.9]",
+    ]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ovseg",
+            "quickstart",
+            "--output",
+            str(tmp_path / "q"),
+            "--overlays",
+            "0",
+            "--init",
+            str(weights),
+            "--opts",
+            *TINY_MODEL,
+            *tiny,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "q" / "results.json").read_text())
+    assert report["init"] == {"name": "file", "path": str(weights), "sha256": sha256_of(weights)}
+    assert report["settings"]["stage1"]["model"]["img_encoder"]["init"] == "ovseg-ssl"
+    assert report["settings"]["stage2"]["model"]["img_encoder"]["init"] == "none"  # stage 2 starts from stage 1
+    assert "init file" in done.stdout
