@@ -254,6 +254,7 @@ def test_the_stream_never_draws_a_scene_of_any_split():
 
 
 def test_quickstart_starts_stage1_from_a_pretrained_file_and_names_it(tmp_path):
+    """... with the paper's own design (--design faithful) on top of the self-supervised start."""
     assert pretrain(tmp_path / "ssl", "quickstart/ssl_ibot", *TINY_MODEL, *TINY_SSL) == 0
     weights = tmp_path / "ssl" / "encoder.safetensors"
     tiny = [
@@ -277,8 +278,11 @@ def test_quickstart_starts_stage1_from_a_pretrained_file_and_names_it(tmp_path):
             "0",
             "--init",
             str(weights),
+            "--design",
+            "faithful",
             "--opts",
             *TINY_MODEL,
+            "model.img_encoder.depths=[1,1]",  # the paper's design: a block after the grouping
             *tiny,
         ],
         capture_output=True,
@@ -291,3 +295,6 @@ def test_quickstart_starts_stage1_from_a_pretrained_file_and_names_it(tmp_path):
     assert report["settings"]["stage1"]["model"]["img_encoder"]["init"] == "ovseg-ssl"
     assert report["settings"]["stage2"]["model"]["img_encoder"]["init"] == "none"  # stage 2 starts from stage 1
     assert "init file" in done.stdout
+    assert report["design"] == "faithful" and report["scoring"] == "groups" and report["refine"] == "none"
+    assert report["settings"]["stage1"]["model"]["img_encoder"]["depths"] == [1, 1]
+    assert report["settings"]["stage1"]["model"]["img_encoder"]["center_assign_keys"] is False

@@ -47,6 +47,11 @@ class QuickstartOptions:
     shuffle_captions: bool = False  # control: captions paired with the wrong images
     overlays: int = 6
     init: str = "scratch"  # stage 1's image encoder: scratch | ssl (the packaged start) | a pretrain-ssl file
+    design: str = "quickstart"  # quickstart: the preset's encoder | faithful: the paper's (GroupViT grouping)
+
+
+DESIGNS = {"quickstart": ("quickstart/stage1", "quickstart/stage2"),
+           "faithful": ("quickstart/faithful_stage1", "quickstart/faithful_stage2")}
 
 
 INIT_NAMES = ("scratch", "ssl")
@@ -95,14 +100,17 @@ def run_quickstart(options: QuickstartOptions) -> dict:
     """Train both stages, evaluate on the test split, write the report; returns results.json's content."""
     start, out = time.perf_counter(), Path(options.output)
     init = resolve_init(options.init)
+    if options.design not in DESIGNS:
+        raise ConfigError(f"--design: expected one of {', '.join(DESIGNS)}, got '{options.design}'")
+    presets = DESIGNS[options.design]
     common = [*options.opts] + (["data.shuffle_captions=true"] if options.shuffle_captions else [])
-    cfg1 = load_config(preset_path("quickstart/stage1"), [f"output={out / 'stage1'}", *init.opts(), *common])
+    cfg1 = load_config(preset_path(presets[0]), [f"output={out / 'stage1'}", *init.opts(), *common])
     result = stage1 = train(cfg1, out / "stage1")
     cfg = cfg1
     if options.stage2:
         start_from = stage1.best or stage1.final
         cfg = load_config(
-            preset_path("quickstart/stage2"),
+            preset_path(presets[1]),
             [f"output={out / 'stage2'}", f"checkpoint.stage1_checkpoint={start_from}", *common],
         )
         stage2 = train(cfg, out / "stage2")
@@ -118,6 +126,7 @@ def run_quickstart(options: QuickstartOptions) -> dict:
         selected_stage=1 if result is stage1 else 2,
         shuffle_captions=options.shuffle_captions,
         init=init.describe(),
+        design=options.design,
         checkpoint=str(result.best or result.final),
         settings={"stage1": to_container(cfg1), "stage2": to_container(cfg) if options.stage2 else None},
     )

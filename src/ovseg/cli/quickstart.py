@@ -20,13 +20,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", default="scratch", metavar="scratch|ssl|PATH",
                    help="stage 1's image encoder: from scratch, from the packaged self-supervised start (ssl), or "
                         "from an encoder.safetensors of `ovseg pretrain-ssl` (default: scratch)")
+    p.add_argument("--design", choices=("quickstart", "faithful"), default="quickstart",
+                   help="image encoder: the quickstart preset's, or the paper's own (GroupViT grouping, a block "
+                        "after it, the 8 segments scored; presets quickstart/faithful_stage*) (default: quickstart)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..quickstart import QuickstartOptions, format_table, run_quickstart
 
     options = QuickstartOptions(Path(args.output), tuple(args.opts), not args.stage1_only, args.shuffle_captions,
-                                args.overlays, args.init)
+                                args.overlays, args.init, args.design)
     report = run_quickstart(options)
     print(format_table(report))
     print(f"\nzero-shot test mIoU {report['miou']:.1f}{harness_note(report)} "
