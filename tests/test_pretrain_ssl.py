@@ -20,10 +20,11 @@ from ovseg.checkpoints.backbones import ssl_targets
 from ovseg.config import load_config
 from ovseg.data.scenes.dataset import SPLIT_SEEDS, CaptionedScenes, sample_scene
 from ovseg.engine.ssl.backbone import SslBackbone
+from ovseg.engine.ssl.simmim import Simmim, masked_l1, random_unit_mask
 from ovseg.engine.ssl.stream import render_image, stream_key
 from ovseg.engine.stages import build_model
 from ovseg.engine.trainer import seed_everything
-from ovseg.errors import CheckpointError
+from ovseg.errors import CheckpointError, ConfigError
 from ovseg.factory import create_model, preset_path
 from ovseg.quickstart import resolve_init
 from ovseg.weights import read_record, sha256_of, verify_record, write_record
@@ -75,9 +76,9 @@ def dino_run(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("method", ["dino", "ibot"])
+@pytest.mark.parametrize("method", ["dino", "ibot", "simmim"])
 def test_each_method_writes_the_encoder_tensors_the_init_replaces(method, tmp_path):
-    assert pretrain(tmp_path, f"quickstart/ssl_{method}") == 0
+    assert pretrain(tmp_path, f"quickstart/ssl_{method}", *TINY_SSL) == 0  # the preset's encoder, small heads/crops
     weights = tmp_path / "encoder.safetensors"
     header = read_ssl_header(weights)
     encoder = SslBackbone(stage1().model.img_encoder)  # the same stem and blocks as the quickstart's GroupViT
@@ -99,7 +100,7 @@ def test_each_method_writes_the_encoder_tensors_the_init_replaces(method, tmp_pa
     assert {"python", "torch", "ovseg"} <= set(record.software) and record.machine
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2] and all(m["loss_total"] > 0 for m in metrics)
-    assert ("loss_patch" in metrics[0]) == (method == "ibot")
+    assert ("loss_patch" in metrics[0]) == (method == "ibot") and ("loss_pixel" in metrics[0]) == (method == "simmim")
 
 
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(dino_run, tmp_path):
@@ -117,6 +118,71 @@ def test_resuming_with_other_settings_is_one_line(dino_run, tmp_path, capsys):
     assert pretrain(tmp_path, "quickstart/ssl_ibot") == 2
     line = one_error_line(capsys)
     assert "holds a pretraining with other settings (ssl.method: dino → ibot)" in line
+
+
+def tiny_simmim() -> tuple[Simmim, torch.Tensor, torch.Tensor]:
+    """SimMIM on the tiny model (32-px views: 4×4 patches, 2×2 mask units), two views and a fixed mask."""
+    seed_everything(0)
+    cfg = load_config(preset_path("quickstart/ssl_simmim"), [*TINY_MODEL, "ssl.global_size=32"])
+    mask = torch.zeros(2, 4, 4, dtype=torch.bool)
+    mask[0, :2, :2] = mask[1, 2:, :] = True  # image 0: the top-left unit; image 1: the bottom two units
+    return Simmim(cfg), torch.randn(2, 3, 32, 32), mask.flatten(1)
+
+
+def test_simmim_masks_an_exact_share_of_whole_units():
+    seed_everything(0)
+    mask = random_unit_mask(5, (8, 8), 2, 0.55).view(5, 8, 8)
+    assert mask.sum(dim=(1, 2)).tolist() == [36] * 5  # round(0.55 · 16) = 9 units of 2×2 patches per image
+    units = mask.view(5, 4, 2, 4, 2)
+    assert torch.equal(units.all(dim=(2, 4)), units.any(dim=(2, 4)))  # a unit is masked whole or not at all
+    assert len({tuple(m.flatten().tolist()) for m in mask}) == 5  # each image draws its own
+
+
+def test_simmim_blanks_the_masked_pixels_before_the_stem():
+    method, view, mask = tiny_simmim()
+    seen = []
+    method.student["backbone"].patch_embed.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    method([view], mask)
+    stem_input = seen[0]
+    assert (stem_input[0, :, :16, :16] == 0).all() and (stem_input[1, :, 16:, :] == 0).all()
+    visible = torch.ones(2, 1, 32, 32, dtype=torch.bool)
+    visible[0, :, :16, :16] = visible[1, :, 16:, :] = False
+    assert torch.equal(stem_input * visible, view * visible)  # the rest is the view as it is
+
+
+def test_simmim_trains_on_the_masked_patches_only():
+    method, view, mask = tiny_simmim()
+    outputs = []
+
+    def keep(_, __, out):
+        out.retain_grad()
+        outputs.append(out)
+
+    method.student["head"].register_forward_hook(keep)
+    method([view], mask)["total"].backward()
+    grad = outputs[0].grad.abs().sum(-1)  # (B, N): how much each patch's prediction moves the loss
+    assert (grad[~mask] == 0).all() and (grad[mask] > 0).all()
+    # the L1 itself: an unmasked patch's target never counts, a masked one's does
+    pred, target = torch.zeros(1, 2, 3), torch.tensor([[[1.0, 2.0, 3.0], [9.0, 9.0, 9.0]]])
+    only_first = torch.tensor([[True, False]])
+    assert masked_l1(pred, target, only_first) == 2.0
+    assert masked_l1(pred, target + torch.tensor([0.0, 5.0])[None, :, None], only_first) == 2.0
+    assert masked_l1(pred, target + torch.tensor([3.0, 0.0])[None, :, None], only_first) == 5.0
+
+
+def test_simmim_resumes_where_it_stopped_and_checks_its_mask(tmp_path, capsys):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert pretrain(whole, "quickstart/ssl_simmim", "ssl.checkpoint_every=1") == 0
+    shutil.copytree(whole / "checkpoints", part / "checkpoints")
+    for leftover in ["latest.json", *(p.name for p in (part / "checkpoints").glob("step_00000002.*"))]:
+        (part / "checkpoints" / leftover).unlink()
+    assert pretrain(part, "quickstart/ssl_simmim", "ssl.checkpoint_every=1") == 0
+    resumed, uninterrupted = load_file(part / "encoder.safetensors"), load_file(whole / "encoder.safetensors")
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+    assert pretrain(tmp_path / "bad", "quickstart/ssl_simmim", "ssl.mask_ratio_mim=1.0") == 2
+    assert one_error_line(capsys).endswith(": ssl.mask_ratio_mim=1.0: masks 16 of 16 units (need 1–15)")
+    with pytest.raises(ConfigError, match="ssl.mask_unit_mim=3: a 64-px view"):
+        Simmim(load_config(preset_path("quickstart/ssl_simmim"), ["ssl.mask_unit_mim=3"]))
 
 
 def test_init_sets_stem_and_blocks_and_leaves_grouping_fresh(dino_run):

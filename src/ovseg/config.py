@@ -37,7 +37,8 @@ DistBackend = Literal["auto", "nccl", "gloo"]
 # where the image encoder's backbone (stem, blocks before and after grouping, final norm) starts from (spec §1.2)
 # ovseg-ssl: the file ``ovseg pretrain-ssl`` writes (stem, position table, blocks before the grouping)
 BackboneInit = Literal["none", "dino", "dino_vits16", "dino_vitb8", "dino_vits8", "imagenet", "clip", "ovseg-ssl"]
-SslMethod = Literal["dino", "ibot"]  # dino: multi-crop, EMA teacher | ibot: dino + masked patch tokens
+# dino: multi-crop, EMA teacher | ibot: dino + masked patch tokens | simmim: masked pixel prediction, no teacher
+SslMethod = Literal["dino", "ibot", "simmim"]
 
 
 @dataclass
@@ -272,6 +273,8 @@ class SslConfig:
     mask_ratio: list[float] = field(default_factory=lambda: [0.1, 0.5])  # ibot: patches masked per masked view
     mask_prob: float = 0.5  # ibot: share of global views that are masked
     patch_loss_weight: float = 1.0  # ibot: the masked-patch loss against the image-level one
+    mask_ratio_mim: float = 0.55  # simmim: share of each image's mask units that are masked
+    mask_unit_mim: int = 2  # simmim: a mask unit is this many patches a side
     num_workers: int = 0  # processes rendering scenes beside the training one
     log_every: int = 10
     checkpoint_every: int = 100

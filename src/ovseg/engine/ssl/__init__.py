@@ -7,6 +7,7 @@ category ids — on a stream of scenes that no split uses, as the paper's encode
 - ``backbone``: the trained part of GroupViT, exported under the encoder's names;
 - ``dino``: DINO (multi-crop, EMA teacher, centring and sharpening, projection head);
 - ``ibot``: DINO + masked patch tokens (a dense loss on every masked patch);
+- ``simmim``: masked pixel prediction (a linear head paints the masked patches back; no teacher);
 - ``loop``: steps, schedules, checkpoints, resume, metrics and the exported file.
 """
 

@@ -1,12 +1,14 @@
 """The pretraining loop of ``ovseg pretrain-ssl``: one process, CPU or one GPU.
 
-Each step renders ``ssl.batch_size`` images of the scene stream (``stream``), draws their multi-crop views
-(``augment``), takes one AdamW step on the method's student (``dino`` or ``ibot``) with a warm-up and cosine
-learning rate, and moves the teacher towards the student with a momentum that a cosine brings from
-``ssl.momentum`` to 1. The engine's pieces do the rest: atomic training checkpoints (``step_N`` pairs and
-``latest.json``) and auto-resume, ``metrics.jsonl``, a tqdm bar. A run resumed in a folder of a run with
-other settings is refused. The result is ``encoder.safetensors`` (the teacher's stem, position table and
-pre-grouping blocks, ``checkpoints.backbone_formats``' ovseg-ssl format) and its record ``encoder.json``.
+Each step renders ``ssl.batch_size`` images of the scene stream (``stream``), draws their views (DINO's
+multi-crop of ``augment``, or the method's own ``views``), takes one AdamW step on the method's student
+(``dino``, ``ibot`` or ``simmim``) with a warm-up and cosine learning rate, and moves the teacher, where the
+method has one, towards the student with a momentum that a cosine brings from ``ssl.momentum`` to 1. The
+engine's pieces do the rest: atomic training checkpoints (``step_N`` pairs and ``latest.json``) and
+auto-resume, ``metrics.jsonl``, a tqdm bar. A run resumed in a folder of a run with other settings is
+refused. The result is ``encoder.safetensors`` (the method's exported stem, position table and pre-grouping
+blocks — the teacher's, or SimMIM's trained encoder — in ``checkpoints.backbone_formats``' ovseg-ssl format)
+and its record ``encoder.json``.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from ..trainer import check_finite, seed_everything
 from .augment import MultiCrop
 from .dino import Dino
 from .ibot import Ibot
+from .simmim import Simmim
 from .stream import SceneStream
 
-METHODS = {"dino": Dino, "ibot": Ibot}
+METHODS = {"dino": Dino, "ibot": Ibot, "simmim": Simmim}
 ENCODER_FILE = "encoder.safetensors"
 RUN_ONLY = ("num_workers", "log_every", "checkpoint_every", "keep_last")  # may change when a run resumes
 
@@ -96,7 +99,9 @@ class SslRun:
         self.device = pick_device(cfg.train.device)
         seed_everything(cfg.seed)
         self.method = METHODS[s.method](cfg).to(self.device).train()
-        self.views = MultiCrop(s.global_size, tuple(s.global_scale), s.local_crops, s.local_size, tuple(s.local_scale))
+        self.views = getattr(self.method, "views", None) or MultiCrop(  # a method may draw its own views
+            s.global_size, tuple(s.global_scale), s.local_crops, s.local_size, tuple(s.local_scale)
+        )
         self.optimizer = torch.optim.AdamW(param_groups(self.method.student, s.weight_decay), lr=s.base_lr)
         self.state = {"step": 0, "seconds": 0.0}
         self.started = time.perf_counter()
