@@ -274,6 +274,22 @@ def test_the_packaged_init_is_checked_against_its_record(dino_run, tmp_path, mon
         resolve_init("ssl")
 
 
+def test_the_shipped_start_matches_its_record_and_fits_the_quickstart():
+    """The packaged file is the one its record describes, made as recorded, and starts the README's model."""
+    from ovseg.weights import QUICKSTART_SSL, record_path
+
+    record = verify_record(QUICKSTART_SSL, record_path(QUICKSTART_SSL))
+    assert record.command.startswith("ovseg pretrain-ssl --cfg quickstart/ssl_ibot")
+    assert record.config["ssl"]["method"] == "ibot" and record.steps == record.config["ssl"]["steps"] == 450
+    assert {"torch", "ovseg"} <= set(record.software) and record.machine and record.minutes > 0
+    assert QUICKSTART_SSL.stat().st_size < 5_000_000
+    header = read_ssl_header(QUICKSTART_SSL)
+    quickstart = create_model(stage1("model.text_encoder.pretrained=false")).img_encoder
+    own = quickstart.state_dict()
+    assert {k: tuple(v) for k, v in header.shapes.items()} == {k: tuple(own[k].shape) for k in ssl_targets(quickstart)}
+    assert resolve_init("ssl").describe()["sha256"] == record.sha256 == sha256_of(QUICKSTART_SSL)
+
+
 def test_the_record_checker_catches_a_changed_file(tmp_path):
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"\x00" * 100)

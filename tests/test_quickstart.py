@@ -16,7 +16,7 @@ TINY = ["data.scenes.train_size=64", "data.scenes.val_size=4", "data.scenes.test
 
 def test_quickstart_writes_results_plot_and_overlays(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ovseg", "quickstart", "--output", str(tmp_path), "--overlays", "2",
-                           "--opts", *TINY], capture_output=True, text=True, timeout=600)
+                           "--init", "scratch", "--opts", *TINY], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "zero-shot test mIoU" in done.stdout and "synonym" in done.stdout
     report = json.loads((tmp_path / "results.json").read_text())
