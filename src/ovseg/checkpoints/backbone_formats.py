@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 
 from ..errors import CheckpointError
 from ..fileio import atomic_write
-from .files import read_header, read_shapes, read_weights, sniff_format
+from .files import read_header, read_shapes, read_weights, safetensors_header_size, sniff_format
 from .official import torch_load_data
 
 # the tensors of a plain ViT block, in DINO's (and timm's) names
@@ -301,9 +301,8 @@ def read_ssl_header(path: str | Path) -> SslEncoderFile:
         raise CheckpointError(f"{path}: init file not found (an ovseg-ssl init is the .safetensors file that "
                               "ovseg pretrain-ssl writes)")
     with open(path, "rb") as f:
-        head = f.read(9)
-    size = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
-    if head[8:9] != b"{" or not 0 < size <= MAX_SSL_HEADER_BYTES or size + 8 > path.stat().st_size:
+        size = safetensors_header_size(f.read(9))
+    if size is None or size > MAX_SSL_HEADER_BYTES or size + 8 > path.stat().st_size:
         raise CheckpointError(f"{path}: not a safetensors file with a header of at most {MAX_SSL_HEADER_BYTES} "
                               "bytes (an ovseg-ssl init is the .safetensors file that ovseg pretrain-ssl writes)")
     meta = read_header(path)

@@ -63,6 +63,13 @@ def require_file(path: str | Path) -> None:
         raise CheckpointError(f"{path}: checkpoint not found")
 
 
+def safetensors_header_size(head: bytes) -> int | None:
+    """The JSON header's length announced by a file's first 9 bytes when they open a safetensors file, else
+    None (read before trusting any length the file states)."""
+    size = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+    return size if head[8:9] == b"{" and size > 0 else None
+
+
 def sniff_format(path: str | Path) -> str:
     """'safetensors', 'torch' (zip or legacy pickle) or raise."""
     require_file(path)
@@ -70,8 +77,8 @@ def sniff_format(path: str | Path) -> str:
         head = f.read(16)
     if len(head) < 8:
         raise CheckpointError(f"{path}: file is empty or truncated ({len(head)} bytes)")
-    header_len = int.from_bytes(head[:8], "little")
-    if head[8:9] == b"{" and 0 < header_len < 100_000_000:  # checked first: a length byte may be 0x80 or "PK"
+    header_len = safetensors_header_size(head)
+    if header_len is not None and header_len < 100_000_000:  # checked first: a length byte may be 0x80 or "PK"
         return "safetensors"
     if head[:2] == b"PK" or head[:1] == b"\x80":  # torch zip archive, or a legacy pickle
         return "torch"

@@ -15,6 +15,7 @@ import logging
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -145,19 +146,19 @@ def model_config_change(weights: Path, model_cfg: dict) -> str | None:
     ``model_cfg`` (a plain dict of the run's ``model`` section), or None when they agree. A header that is
     not JSON is a CheckpointError: the file is not what ovseg wrote."""
     saved = stored_config(weights).get("model")
-    if saved is None:
+    return None if saved is None else first_difference(saved, model_cfg, "model")
+
+
+def first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
+    """'key: old → new' for the first setting (dotted path under ``prefix``) in which two nested mappings
+    differ, else None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            found = first_difference(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
+            if found:
+                return found
         return None
-
-    def first_difference(old, new, prefix: str) -> str | None:
-        if isinstance(old, dict) and isinstance(new, dict):
-            for key in sorted(set(old) | set(new)):
-                found = first_difference(old.get(key), new.get(key), f"{prefix}.{key}")
-                if found:
-                    return found
-            return None
-        return None if old == new else f"{prefix}: {old} → {new}"
-
-    return first_difference(saved, model_cfg, "model")
+    return None if old == new else f"{prefix}: {old} → {new}"
 
 
 def load_training_checkpoint(weights: Path, state_path: Path, model: OVSegmentor,

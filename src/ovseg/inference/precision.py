@@ -20,6 +20,7 @@ The bf16 choices need a CPU with native bf16 (AMX or AVX-512 BF16); elsewhere th
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import get_args
 
 import torch
@@ -33,6 +34,7 @@ AGREEMENT_NEEDED = 0.999  # share of pixels whose label must equal fp32's for ``
 BF16_AGREEMENT = {"amx": 0.9986, "avx512_bf16": 0.9942}  # recorded in BENCHMARKS.md (label share vs fp32)
 
 
+@functools.cache  # asked at every encoding; the CPU does not change
 def cpu_bf16_kind() -> str | None:
     """'amx', 'avx512_bf16' or None: the CPU's native bf16 matrix instructions (what oneDNN can use)."""
     if torch.cpu._is_amx_tile_supported():

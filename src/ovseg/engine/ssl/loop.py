@@ -24,7 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from ...checkpoints.backbone_formats import ssl_encoder_shape, write_ssl_encoder
-from ...checkpoints.training import latest_checkpoint, load_training_checkpoint, save_training_checkpoint, stored_config
+from ...checkpoints.training import (
+    first_difference,
+    latest_checkpoint,
+    load_training_checkpoint,
+    save_training_checkpoint,
+    stored_config,
+)
 from ...config import merge_checked, schema, to_container
 from ...errors import ConfigError
 from ...fileio import atomic_write
@@ -76,17 +82,6 @@ def settings(cfg: DictConfig) -> dict:
         "seed": cfg.seed,
         "data": {"image_size": cfg.data.image_size, "scenes": {"clutter": cfg.data.scenes.clutter}},
     }
-
-
-def first_difference(old, new, prefix: str = "") -> str | None:
-    """'key: old → new' for the first setting in which two nested mappings differ, else None."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            found = first_difference(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
-            if found:
-                return found
-        return None
-    return None if old == new else f"{prefix}: {old} → {new}"
 
 
 class SslRun:
