@@ -223,6 +223,31 @@ def test_an_init_of_another_width_or_stem_is_one_line(tmp_path, capsys):
     assert "has shape (16, 3, 3, 3), model.img_encoder expects (32, 3, 3, 3)" in one_error_line(capsys)
 
 
+def test_the_same_encoder_is_written_to_the_same_bytes(tmp_path):
+    """A rerun of the recorded pretraining can reproduce the shipped sha256: safetensors writes several header
+    entries in a random order (even within one process), so the file carries one."""
+    tensors = {"pos_embed": torch.arange(6.0).reshape(2, 3), "patch_embed.proj.0.weight": torch.ones(4)}
+    shape = ssl_encoder_shape(stage1().model.img_encoder)
+    digests = set()
+    for i in range(8):
+        write_ssl_encoder(tensors, shape, "ibot", tmp_path / f"{i}.safetensors")
+        digests.add(sha256_of(tmp_path / f"{i}.safetensors"))
+    assert len(digests) == 1
+    header = read_ssl_header(tmp_path / "0.safetensors")
+    assert header.shape == shape and header.method == "ibot" and header.shapes["pos_embed"] == (2, 3)
+
+
+def test_the_first_layout_is_still_read(tmp_path):
+    from safetensors.torch import save_file
+
+    shape = ssl_encoder_shape(stage1().model.img_encoder)
+    path = tmp_path / "old.safetensors"
+    meta = {"format": "ovseg-ssl/1", "encoder": json.dumps(shape), "method": "dino"}
+    save_file({"pos_embed": torch.zeros(64, 128)}, str(path), metadata=meta)
+    header = read_ssl_header(path)
+    assert header.shape == shape and header.method == "dino"
+
+
 @pytest.mark.parametrize("make", ["missing", "junk", "huge header", "torch file", "other format"])
 def test_a_file_that_is_not_an_ssl_init_is_one_line(make, tmp_path, capsys):
     path = tmp_path / "init.safetensors"

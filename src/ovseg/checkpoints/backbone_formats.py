@@ -10,7 +10,9 @@ code (OpenAI's TorchScript ``ViT-B-16.pt`` is refused with the one-line way to g
 
 Also ovseg's own ``ovseg-ssl`` format, written by ``ovseg pretrain-ssl``: a safetensors file of exactly the
 image-encoder tensors it initialises (stem, position table, blocks before the grouping, under the encoder's
-names) with the encoder's shape and the method in its header; read header first, size-capped.
+names) with the encoder's shape and the method in its header; read header first, size-capped. The header
+holds one metadata entry (sorted JSON) because safetensors writes several in a per-process random order, and
+a rerun of the recorded pretraining must be able to reproduce the shipped file's sha256 byte for byte.
 """
 
 from __future__ import annotations
@@ -266,7 +268,8 @@ def _unexpected(source: str, key: str, fmt: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ ovseg-ssl
-SSL_FORMAT = "ovseg-ssl/1"
+SSL_FORMAT = "ovseg-ssl/2"  # one metadata entry, SSL_KEY; "ovseg-ssl/1" (three entries) is still read
+SSL_KEY = "ovseg-ssl"
 SSL_SHAPE_FIELDS = ("embed_dim", "patch_size", "stem", "stem_extra_convs", "depth", "img_size")
 MAX_SSL_HEADER_BYTES = 1_000_000  # the header of a quickstart encoder's ~60 tensors is ~10 kB
 
@@ -290,7 +293,8 @@ def ssl_encoder_shape(ie: Any) -> dict[str, Any]:
 
 def write_ssl_encoder(tensors: dict[str, torch.Tensor], shape: dict[str, Any], method: str, path: str | Path) -> None:
     """The image-encoder tensors an ovseg-ssl init replaces, with the encoder's record, written atomically."""
-    metadata = {"format": SSL_FORMAT, "encoder": json.dumps(shape), "method": method}
+    record = {"format": SSL_FORMAT, "encoder": shape, "method": method}
+    metadata = {SSL_KEY: json.dumps(record, sort_keys=True)}  # one entry: the header's bytes are deterministic
     atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata))
 
 
@@ -305,19 +309,31 @@ def read_ssl_header(path: str | Path) -> SslEncoderFile:
     if size is None or size > MAX_SSL_HEADER_BYTES or size + 8 > path.stat().st_size:
         raise CheckpointError(f"{path}: not a safetensors file with a header of at most {MAX_SSL_HEADER_BYTES} "
                               "bytes (an ovseg-ssl init is the .safetensors file that ovseg pretrain-ssl writes)")
-    meta = read_header(path)
-    if meta.get("format") != SSL_FORMAT:
-        raise CheckpointError(f"{path}: not an ovseg-ssl init (header format '{meta.get('format')}', expected "
-                              f"'{SSL_FORMAT}')")
-    return SslEncoderFile(str(path), _ssl_shape(meta.get("encoder"), str(path)), str(meta.get("method")),
+    record = _ssl_record(read_header(path), str(path))
+    return SslEncoderFile(str(path), _ssl_shape(record.get("encoder"), str(path)), str(record.get("method")),
                           read_shapes(path))
 
 
-def _ssl_shape(text: str | None, source: str) -> dict[str, Any]:
+def _ssl_record(meta: dict[str, str], source: str) -> dict[str, Any]:
+    """The header's record: format, encoder (a dict) and method, from either layout."""
+    if meta.get("format") == "ovseg-ssl/1":  # the first layout: three entries, the encoder as JSON text
+        return {**meta, "encoder": _json(meta.get("encoder"), source)}
+    record = _json(meta[SSL_KEY], source) if SSL_KEY in meta else {}
+    found = record.get("format") if isinstance(record, dict) else None
+    if found != SSL_FORMAT:
+        raise CheckpointError(f"{source}: not an ovseg-ssl init (header format '{found or meta.get('format')}', "
+                              f"expected '{SSL_FORMAT}')")
+    return record
+
+
+def _json(text: str | None, source: str) -> Any:
     try:
-        shape = json.loads(text or "")
+        return json.loads(text or "")
     except (ValueError, RecursionError) as e:
         raise CheckpointError(f"{source}: the encoder record in its header is not JSON ({e})") from e
+
+
+def _ssl_shape(shape: Any, source: str) -> dict[str, Any]:
     if not isinstance(shape, dict) or set(shape) != set(SSL_SHAPE_FIELDS):
         raise CheckpointError(f"{source}: the encoder record in its header needs exactly {', '.join(SSL_SHAPE_FIELDS)}")
     bad = next((k for k, v in shape.items() if not isinstance(v, int | str) or isinstance(v, bool)), None)
