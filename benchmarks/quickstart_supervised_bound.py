@@ -12,6 +12,7 @@ mirrored and turned views; with and without refinement along colour edges) and p
     python benchmarks/quickstart_supervised_bound.py --steps 960 --seed 1
     python benchmarks/quickstart_supervised_bound.py --opts model.img_encoder.stem_extra_convs=4
     python benchmarks/quickstart_supervised_bound.py --opts train.amp=bf16-stem      # the stem trained in bf16
+    python benchmarks/quickstart_supervised_bound.py --init ssl     # the stem starts from the shipped iBOT start
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ovseg.checkpoints.backbone_formats import read_ssl_header, read_ssl_tensors, ssl_encoder_shape
 from ovseg.config import load_config
 from ovseg.data.scenes.dataset import CaptionedScenes, class_names, to_model_input
 from ovseg.engine.optim import build_optimizer, lr_at, scaled_lrs, set_lr
@@ -33,6 +35,7 @@ from ovseg.factory import preset_path
 from ovseg.inference.refine import refine_masks
 from ovseg.inference.slide import grid_back, orient_patch_grid_back, show_in_view, window_views
 from ovseg.model.vision import conv_stem
+from ovseg.weights import QUICKSTART_SSL
 
 
 class PatchClassifier(nn.Module):
@@ -51,6 +54,18 @@ class PatchClassifier(nn.Module):
         with torch.autocast("cpu", dtype=self.stem_dtype or torch.bfloat16, enabled=low):
             tokens, grid = self.stem(images)
         return self.head(tokens.float()), grid
+
+
+def load_stem(model: PatchClassifier, cfg, init: str) -> str:
+    """Start the stem from an ``ovseg pretrain-ssl`` file (``ssl``: the packaged one): its ``patch_embed``
+    tensors, the same start the quickstart's ``--init`` gives stage 1's stem. Returns the file read."""
+    header = read_ssl_header(QUICKSTART_SSL if init == "ssl" else init)
+    if header.shape != ssl_encoder_shape(cfg.model.img_encoder):
+        raise SystemExit(f"{header.source}: made for encoder {header.shape}, not this preset's")
+    stem = {k.removeprefix("patch_embed."): v for k, v in read_ssl_tensors(header).items()
+            if k.startswith("patch_embed.")}
+    model.stem.load_state_dict(stem)  # strict: every stem tensor comes from the file
+    return header.source
 
 
 def train(model: PatchClassifier, cfg, steps: int, seed: int, num_classes: int) -> float:
@@ -125,6 +140,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--flip", choices=["on", "off"], default="on")
     ap.add_argument("--rotate", choices=["on", "off"], default="on")
+    ap.add_argument("--init", default="scratch", metavar="scratch|ssl|PATH",
+                    help="the stem's start: random, the packaged self-supervised start, or an encoder.safetensors")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--opts", nargs="*", default=[], help="key=value changes to the preset "
                     "(model.img_encoder.stem_extra_convs, model.img_encoder.embed_dim, train.base_lr, ...)")
@@ -135,10 +152,11 @@ def main() -> None:
     torch.manual_seed(args.seed)
     k = len(class_names()) + 1
     model = PatchClassifier(cfg, k)
+    init = "scratch" if args.init == "scratch" else load_stem(model, cfg, args.init)
     seconds = train(model, cfg, args.steps, args.seed, k)
     result = evaluate(model, cfg, args.split, args.images, args.flip == "on", args.rotate == "on")
     print(json.dumps({"steps": args.steps, "samples": args.steps * cfg.data.batch_size, "seed": args.seed,
-                      "split": args.split, "flip": args.flip, "rotate": args.rotate, "amp": cfg.train.amp,
+                      "split": args.split, "flip": args.flip, "rotate": args.rotate, "amp": cfg.train.amp, "init": init,
                       "train_seconds": round(seconds, 1), "opts": args.opts, **result,
                       "parameters": sum(p.numel() for p in model.parameters())}))
 
