@@ -32,7 +32,7 @@ from ovseg.engine.optim import build_optimizer, lr_at, scaled_lrs, set_lr
 from ovseg.engine.precision import stem_dtype
 from ovseg.evaluation.metrics import ConfusionMatrix
 from ovseg.factory import preset_path
-from ovseg.inference.refine import refine_masks
+from ovseg.inference.refine import RefineSettings
 from ovseg.inference.slide import grid_back, orient_patch_grid_back, show_in_view, window_views
 from ovseg.model.vision import conv_stem
 from ovseg.weights import QUICKSTART_SSL
@@ -115,7 +115,7 @@ def class_probabilities(model: PatchClassifier, image: torch.Tensor, flip: bool,
 
 def evaluate(model: PatchClassifier, cfg, split: str, images: int, flip: bool, rotate: bool) -> dict:
     scenes = CaptionedScenes(split, images, cfg.data.image_size, clutter=cfg.data.scenes.clutter)
-    seg, k = cfg.evaluate.seg, len(class_names()) + 1
+    refine, k = RefineSettings.from_config(cfg.evaluate.seg), len(class_names()) + 1  # the preset's refinement
     plain, refined = ConfusionMatrix(k), ConfusionMatrix(k)
     model.eval()
     for i in range(images):
@@ -123,7 +123,7 @@ def evaluate(model: PatchClassifier, cfg, split: str, images: int, flip: bool, r
         x, gt = to_model_input(image), torch.from_numpy(labels.astype("int64"))
         probs = class_probabilities(model, x, flip, rotate)
         plain.update(probs.argmax(0), gt)
-        better = refine_masks(x, probs, int(seg.refine_iterations), temperature=float(seg.refine_temperature))
+        better = refine.refine(x, probs)
         refined.update(better.argmax(0), gt)
     names = ["background", *class_names()]
     scores = refined.scores()
