@@ -46,7 +46,7 @@ class QuickstartOptions:
     stage2: bool = True
     shuffle_captions: bool = False  # control: captions paired with the wrong images
     overlays: int = 6
-    init: str = "ssl"  # stage 1's image encoder: ssl (the packaged start) | scratch | a pretrain-ssl file
+    init: str = "scratch"  # stage 1's image encoder: scratch | ssl (the packaged start) | a pretrain-ssl file
     design: str = "quickstart"  # quickstart: the preset's encoder | faithful: the paper's (GroupViT grouping)
 
 

@@ -17,10 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shuffle-captions", action="store_true",
                    help="control experiment: pair every image with another image's caption")
     p.add_argument("--overlays", type=int, default=6, help="test images to draw (default 6)")
-    p.add_argument("--init", default="ssl", metavar="ssl|scratch|PATH",
-                   help="stage 1's image encoder: from the packaged self-supervised start (ssl: iBOT on scenes no "
-                        "split uses, ovseg/weights/quickstart_ssl.json says how it was made), from scratch, or from "
-                        "an encoder.safetensors of `ovseg pretrain-ssl` (default: ssl)")
+    p.add_argument("--init", default="scratch", metavar="scratch|ssl|PATH",
+                   help="stage 1's image encoder: from scratch, from the packaged self-supervised start (ssl: iBOT "
+                        "on scenes no split uses, as the paper starts from DINO; ovseg/weights/quickstart_ssl.json "
+                        "says how it was made), or from an encoder.safetensors of `ovseg pretrain-ssl` (default: "
+                        "scratch, which scored higher over seeds 0-2: BENCHMARKS.md)")
     p.add_argument("--design", choices=("quickstart", "faithful"), default="quickstart",
                    help="image encoder: the quickstart preset's, or the paper's own (GroupViT grouping, a block "
                         "after it, the 8 segments scored; presets quickstart/faithful_stage*) (default: quickstart)")
